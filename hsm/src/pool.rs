@@ -1,0 +1,233 @@
+//! The signing pool: how Strongroom keeps the HSM busy without blocking the async runtime.
+//!
+//! # Threading model
+//!
+//! PKCS#11 calls block, and a PKCS#11 session may be used by one thread at a time. The pool
+//! therefore runs `workers` dedicated OS threads (default: the number of cores). Each worker opens
+//! its own logged-in [`TokenSession`] when the pool starts and keeps it, together with its own
+//! cache of key handles, for the life of the pool; nothing about a session is ever shared.
+//!
+//! Callers never touch a session. [`SigningPool::sign`] hashes the message on the caller's
+//! thread (SHA-256 is cheap, and only 32 bytes then cross the queue), puts a job on a bounded
+//! multi-consumer queue and awaits a one-shot reply. Whichever worker is free takes the job, so a
+//! slow operation on one worker never holds up the others. The async runtime only ever waits on
+//! the one-shot channel: it never blocks on the HSM.
+//!
+//! When the queue is full the HSM is already working at capacity, and waiting longer would only
+//! grow latency without bound; the caller gets [`Error::Busy`] at once (the HTTP edge turns it into
+//! 503 with Retry-After). The queue depth is the only back-pressure knob.
+//!
+//! A worker whose session or login is dropped by the token recovers by itself (see
+//! [`TokenSession`]): it reopens, logs in again, finds the key again and retries once. If that
+//! fails too, only that job fails; the worker goes on serving the queue.
+//!
+//! Dropping the pool closes the queue; workers finish the jobs already queued, close their
+//! sessions and exit, and the drop waits for them.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::keys::KeyId;
+use crate::mechanisms::{DecryptAlg, SignAlg, sha256};
+use crate::session::TokenSession;
+use crate::token::Token;
+
+/// How many workers, and how deep a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Worker threads, each with its own session. Default: the number of cores.
+    pub workers: usize,
+    /// Jobs that may wait for a worker before callers get `Busy`. Default: 64 per worker.
+    pub queue_depth: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        PoolConfig {
+            workers,
+            queue_depth: workers * 64,
+        }
+    }
+}
+
+impl PoolConfig {
+    pub fn with_workers(workers: usize) -> Self {
+        PoolConfig {
+            workers,
+            queue_depth: workers.max(1) * 64,
+        }
+    }
+}
+
+enum Op {
+    Sign {
+        key: KeyId,
+        alg: SignAlg,
+        digest: [u8; 32],
+        reply: oneshot::Sender<Result<Vec<u8>>>,
+    },
+    Decrypt {
+        key: KeyId,
+        alg: DecryptAlg,
+        ciphertext: Vec<u8>,
+        reply: oneshot::Sender<Result<Zeroizing<Vec<u8>>>>,
+    },
+}
+
+/// Worker threads with a session each, behind a bounded queue. See the module documentation.
+pub struct SigningPool {
+    token: Token,
+    queue: Option<Sender<Op>>,
+    workers: Vec<JoinHandle<()>>,
+    config: PoolConfig,
+}
+
+impl std::fmt::Debug for SigningPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningPool")
+            .field("token", &self.token)
+            .field("config", &self.config)
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl SigningPool {
+    /// Opens one session per worker (so a bad PIN or a full token fails here, not on the first
+    /// request) and starts the workers.
+    pub fn start(token: &Token, config: PoolConfig) -> Result<Self> {
+        if config.workers == 0 || config.queue_depth == 0 {
+            return Err(Error::InvalidInput(
+                "a signing pool needs at least one worker and a queue depth of at least one".into(),
+            ));
+        }
+        let (tx, rx) = bounded::<Op>(config.queue_depth);
+        let mut workers = Vec::with_capacity(config.workers);
+        for n in 0..config.workers {
+            let session = token.session()?;
+            let rx = rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("hsm-worker-{n}"))
+                .spawn(move || work(session, rx))
+                .map_err(|e| Error::Worker(format!("cannot start thread: {e}")))?;
+            workers.push(handle);
+        }
+        Ok(SigningPool {
+            token: token.clone(),
+            queue: Some(tx),
+            workers,
+            config,
+        })
+    }
+
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    pub fn config(&self) -> PoolConfig {
+        self.config
+    }
+
+    /// Jobs waiting for a worker right now.
+    pub fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, Sender::len)
+    }
+
+    fn submit(&self, op: Op) -> Result<()> {
+        let queue = self.queue.as_ref().ok_or(Error::PoolClosed)?;
+        match queue.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Error::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(Error::PoolClosed),
+        }
+    }
+
+    fn sign_job(
+        &self,
+        key: &KeyId,
+        alg: SignAlg,
+        message: &[u8],
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>>>> {
+        self.token.check_sign(alg)?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::Sign {
+            key: key.clone(),
+            alg,
+            digest: sha256(message),
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Signs `message` with key `key`. Returns when a worker has the HSM's answer; never blocks
+    /// the runtime. `Busy` at once if the queue is full.
+    pub async fn sign(&self, key: &KeyId, alg: SignAlg, message: &[u8]) -> Result<Vec<u8>> {
+        let rx = self.sign_job(key, alg, message)?;
+        rx.await.map_err(|_| Error::PoolClosed)?
+    }
+
+    /// As [`SigningPool::sign`], for synchronous callers outside an async context (or inside
+    /// `tokio::task::block_in_place`), such as a TLS handshake signer.
+    pub fn sign_blocking(&self, key: &KeyId, alg: SignAlg, message: &[u8]) -> Result<Vec<u8>> {
+        let rx = self.sign_job(key, alg, message)?;
+        rx.blocking_recv().map_err(|_| Error::PoolClosed)?
+    }
+
+    /// Decrypts a JWE encrypted key with key `key` inside the HSM. The plaintext is zeroized
+    /// when dropped.
+    pub async fn decrypt(
+        &self,
+        key: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.token.check_decrypt(alg)?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::Decrypt {
+            key: key.clone(),
+            alg,
+            ciphertext: ciphertext.to_vec(),
+            reply,
+        })?;
+        rx.await.map_err(|_| Error::PoolClosed)?
+    }
+}
+
+impl Drop for SigningPool {
+    fn drop(&mut self) {
+        // Closing the queue ends each worker's loop once the queued jobs are done.
+        self.queue = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn work(mut session: TokenSession, jobs: Receiver<Op>) {
+    while let Ok(op) = jobs.recv() {
+        match op {
+            Op::Sign {
+                key,
+                alg,
+                digest,
+                reply,
+            } => {
+                // A caller that gave up (dropped its future) is not an error.
+                let _ = reply.send(session.sign_digest(&key, alg, &digest));
+            }
+            Op::Decrypt {
+                key,
+                alg,
+                ciphertext,
+                reply,
+            } => {
+                let _ = reply.send(session.decrypt(&key, alg, &ciphertext));
+            }
+        }
+    }
+}
