@@ -84,7 +84,9 @@ pub enum KeyUsage {
 /// The kind of a key found in the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
-    Rsa { bits: usize },
+    Rsa {
+        bits: usize,
+    },
     EcP256,
     /// Another key type or curve: listed, never used.
     Other,
@@ -154,7 +156,11 @@ pub(crate) fn find_template(id: &KeyId, class: ObjectClass) -> Vec<Attribute> {
     vec![Attribute::Class(class), Attribute::Id(id.cka_id())]
 }
 
-pub(crate) fn kind_of(key_type: Option<KeyType>, modulus_bits: Option<usize>, ec_params: Option<&[u8]>) -> KeyKind {
+pub(crate) fn kind_of(
+    key_type: Option<KeyType>,
+    modulus_bits: Option<usize>,
+    ec_params: Option<&[u8]>,
+) -> KeyKind {
     match key_type {
         Some(KeyType::RSA) => KeyKind::Rsa {
             bits: modulus_bits.unwrap_or(0),

@@ -144,6 +144,8 @@ mod tests {
             Err(Error::Pin { .. })
         ));
         let missing = PinSource::File(dir.path().join("absent")).load();
-        assert!(matches!(missing, Err(Error::Pin { ref source_name, .. }) if source_name.contains("absent")));
+        assert!(
+            matches!(missing, Err(Error::Pin { ref source_name, .. }) if source_name.contains("absent"))
+        );
     }
 }

@@ -93,7 +93,8 @@ impl PublicKey {
         match self {
             PublicKey::Rsa { n, e } => {
                 let alg = der::sequence(&[&der::tlv(0x06, der::OID_RSA_ENCRYPTION), &[0x05, 0x00]]);
-                let rsa_key = der::sequence(&[&der::unsigned_integer(n), &der::unsigned_integer(e)]);
+                let rsa_key =
+                    der::sequence(&[&der::unsigned_integer(n), &der::unsigned_integer(e)]);
                 let bits = der::tlv(0x03, &[&[0u8][..], &rsa_key].concat());
                 der::sequence(&[&alg, &bits])
             }

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::RvError;
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
@@ -140,7 +142,11 @@ impl TokenSession {
             .session()?
             .get_attributes(
                 handle,
-                &[AttributeType::KeyType, AttributeType::Modulus, AttributeType::EcParams],
+                &[
+                    AttributeType::KeyType,
+                    AttributeType::Modulus,
+                    AttributeType::EcParams,
+                ],
             )
             .map_err(|e| Error::pkcs11(Operation::ReadAttributes, e))?;
         let mut key_type = None;
@@ -149,7 +155,9 @@ impl TokenSession {
         for a in attrs {
             match a {
                 Attribute::KeyType(t) => key_type = Some(t),
-                Attribute::Modulus(n) => bits = PublicKey::rsa(&n, &[1]).ok().and_then(|k| k.rsa_bits()),
+                Attribute::Modulus(n) => {
+                    bits = PublicKey::rsa(&n, &[1]).ok().and_then(|k| k.rsa_bits())
+                }
                 Attribute::EcParams(p) => params = Some(p),
                 _ => {}
             }
@@ -220,7 +228,9 @@ impl TokenSession {
                 return Err(Error::KeyExists { id: id.to_string() });
             }
             let mechanism = match spec {
-                KeySpec::Rsa2048 | KeySpec::Rsa3072 => cryptoki::mechanism::Mechanism::RsaPkcsKeyPairGen,
+                KeySpec::Rsa2048 | KeySpec::Rsa3072 => {
+                    cryptoki::mechanism::Mechanism::RsaPkcsKeyPairGen
+                }
                 KeySpec::EcP256 => cryptoki::mechanism::Mechanism::EccKeyPairGen,
             };
             s.session()?
@@ -242,7 +252,11 @@ impl TokenSession {
                 .session()?
                 .get_attributes(
                     key.handle,
-                    &[AttributeType::Label, AttributeType::Sign, AttributeType::Decrypt],
+                    &[
+                        AttributeType::Label,
+                        AttributeType::Sign,
+                        AttributeType::Decrypt,
+                    ],
                 )
                 .map_err(|e| Error::pkcs11(Operation::ReadAttributes, e))?;
             let mut info = KeyInfo {
@@ -278,7 +292,9 @@ impl TokenSession {
                 for a in attrs {
                     if let Attribute::Id(raw) = a {
                         // Keys whose CKA_ID is not a Strongroom key id belong to someone else.
-                        if let Some(id) = String::from_utf8(raw).ok().and_then(|s| KeyId::new(s).ok()) {
+                        if let Some(id) =
+                            String::from_utf8(raw).ok().and_then(|s| KeyId::new(s).ok())
+                        {
                             ids.push(id);
                         }
                     }
@@ -392,14 +408,22 @@ impl TokenSession {
                 }
             }
             // A sensitive attribute reads as empty (SoftHSM2) or fails: either way no bytes.
-            let secret_attrs = [AttributeType::PrivateExponent, AttributeType::Prime1, AttributeType::Value];
+            let secret_attrs = [
+                AttributeType::PrivateExponent,
+                AttributeType::Prime1,
+                AttributeType::Value,
+            ];
             let info = session
                 .get_attribute_info(handle, &secret_attrs)
                 .map_err(|e| Error::pkcs11(Operation::ReadAttributes, e))?;
-            p.value_readable = info.iter().any(|i| matches!(i, AttributeInfo::Available(n) if *n > 0));
+            p.value_readable = info
+                .iter()
+                .any(|i| matches!(i, AttributeInfo::Available(n) if *n > 0));
             if let Ok(values) = session.get_attributes(handle, &secret_attrs) {
                 p.value_readable |= values.iter().any(|a| match a {
-                    Attribute::PrivateExponent(v) | Attribute::Prime1(v) | Attribute::Value(v) => !v.is_empty(),
+                    Attribute::PrivateExponent(v) | Attribute::Prime1(v) | Attribute::Value(v) => {
+                        !v.is_empty()
+                    }
                     _ => false,
                 });
             }
@@ -432,6 +456,8 @@ fn check_kind(id: &KeyId, kind: KeyKind, needs_rsa: bool, alg: &str) -> Result<(
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!("key {id} ({kind:?}) cannot do {alg}")))
+        Err(Error::InvalidInput(format!(
+            "key {id} ({kind:?}) cannot do {alg}"
+        )))
     }
 }

@@ -48,9 +48,9 @@ impl TokenConfig {
     pub fn from_uri(uri: &str) -> Result<Self> {
         let u = Pkcs11Uri::parse(uri)?;
         Ok(TokenConfig {
-            module: u
-                .module()
-                .ok_or_else(|| Error::Uri("the URI names no module-path or known module-name".into()))?,
+            module: u.module().ok_or_else(|| {
+                Error::Uri("the URI names no module-path or known module-name".into())
+            })?,
             label: u
                 .token
                 .ok_or_else(|| Error::Uri("the URI names no token".into()))?,
@@ -134,7 +134,11 @@ impl Token {
 
     /// A new logged-in session of this token, for a thread of its own.
     pub fn session(&self) -> Result<TokenSession> {
-        TokenSession::open(self.inner.ctx.clone(), self.inner.slot, self.inner.pin.clone())
+        TokenSession::open(
+            self.inner.ctx.clone(),
+            self.inner.slot,
+            self.inner.pin.clone(),
+        )
     }
 
     fn admin<T>(&self, f: impl FnOnce(&mut TokenSession) -> Result<T>) -> Result<T> {
@@ -201,7 +205,12 @@ impl Token {
     }
 
     /// Decrypts on the administrative session (one at a time). The hot path uses the pool.
-    pub fn decrypt(&self, id: &KeyId, alg: DecryptAlg, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn decrypt(
+        &self,
+        id: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         self.check_decrypt(alg)?;
         self.admin(|s| s.decrypt(id, alg, ciphertext))
     }
@@ -308,7 +317,9 @@ fn probe_capabilities(ctx: &Pkcs11, slot: Slot, admin: &mut TokenSession) -> Res
     if list.contains(&MechanismType::RSA_PKCS_OAEP) && caps.rsa_keygen.is_some() {
         match probe_oaep(admin) {
             Ok(algs) => caps.decrypt.extend(algs),
-            Err(e) => tracing::warn!(error = %e, "could not probe RSA-OAEP support; decryption disabled"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not probe RSA-OAEP support; decryption disabled")
+            }
         }
     }
     Ok(caps)

@@ -67,7 +67,11 @@ impl Pkcs11Uri {
                 _ => {}
             }
         }
-        for attr in query.into_iter().flat_map(|q| q.split('&')).filter(|a| !a.is_empty()) {
+        for attr in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|a| !a.is_empty())
+        {
             let (name, value) = attr
                 .split_once('=')
                 .ok_or_else(|| Error::Uri(format!("query attribute {attr:?} has no '='")))?;
@@ -95,10 +99,15 @@ impl Pkcs11Uri {
         }
         let name = self.module_name.as_ref()?;
         let file = format!("{name}.so");
-        ["/usr/lib/x86_64-linux-gnu/pkcs11", "/usr/lib/pkcs11", "/usr/lib/softhsm", "/usr/lib"]
-            .iter()
-            .map(|d| PathBuf::from(d).join(&file))
-            .find(|p| p.exists())
+        [
+            "/usr/lib/x86_64-linux-gnu/pkcs11",
+            "/usr/lib/pkcs11",
+            "/usr/lib/softhsm",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(|d| PathBuf::from(d).join(&file))
+        .find(|p| p.exists())
     }
 }
 

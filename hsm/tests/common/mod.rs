@@ -46,7 +46,11 @@ pub fn make_token_dir(label: &str) -> tempfile::TempDir {
         .env("STRONGROOM_HSM_PIN", USER_PIN)
         .output()
         .unwrap();
-    assert!(out.status.success(), "create-token.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "create-token.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir
 }
 
@@ -57,7 +61,9 @@ pub fn fixture() -> &'static Fixture {
         // SAFETY of the process environment: this runs once, before the PKCS#11 module is
         // initialised and before any test thread reads the variable.
         #[allow(unsafe_code)]
-        unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
+        unsafe {
+            std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
+        };
         let module = module_path();
         let token = Token::open_with_pin(&module, LABEL, Pin::new(USER_PIN)).unwrap();
         Fixture { dir, module, token }

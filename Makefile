@@ -1,0 +1,66 @@
+# Strongroom: `make run` and `make test` do all set-up on a fresh Debian machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+
+# Debian packages the build and the tests need:
+#   softhsm2      the PKCS#11 token used in development and tests
+#   opensc        pkcs11-tool, to look inside a token by hand
+#   libssl-dev, pkg-config, build-essential   crates that link the system OpenSSL or build C
+APT_PACKAGES := softhsm2 opensc libssl-dev pkg-config build-essential
+
+DEV_HSM := $(CURDIR)/dev-hsm
+DEV_LABEL := strongroom-dev
+
+.PHONY: deps test lint run bench bench-hsm clean-dev
+
+## deps: install what is missing (apt-get as root; otherwise print the exact command)
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+## test: every test, against real SoftHSM2 tokens made in temporary directories
+test: deps lint
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc
+
+## lint: clippy with the workspace lints (no unwrap on input, no panics in library code)
+lint: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## run: a development token under dev-hsm/ (git-ignored), then the HSM status
+run: deps $(DEV_HSM)/softhsm2.conf
+	$(CARGO) build --release -p strongroom-server
+	SOFTHSM2_CONF=$(DEV_HSM)/softhsm2.conf \
+	STRONGROOM_TOKEN_LABEL=$(DEV_LABEL) \
+	STRONGROOM_HSM_PIN_FILE=$(DEV_HSM)/user-pin \
+	  target/release/strongroom hsm status
+
+$(DEV_HSM)/softhsm2.conf:
+	bash softhsm-config/create-token.sh $(DEV_HSM) $(DEV_LABEL) >/dev/null
+	@echo "created a development token '$(DEV_LABEL)' in $(DEV_HSM) (PINs in its so-pin and user-pin files)"
+
+## bench-hsm: signatures per second on one SoftHSM2 token: single session, pool, raw threads, processes
+bench-hsm: deps
+	$(CARGO) bench -p strongroom-benches --bench hsm
+
+bench: bench-hsm
+
+## clean-dev: remove the development token
+clean-dev:
+	rm -rf $(DEV_HSM)

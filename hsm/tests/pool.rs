@@ -1,0 +1,202 @@
+//! The signing pool against a real SoftHSM2 token: concurrency, back-pressure and the async API.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+
+use p256::ecdsa::signature::Verifier as _;
+use rsa::{BigUint, Oaep, Pss, RsaPublicKey};
+use sha2::{Digest, Sha256};
+use strongroom_hsm::*;
+
+fn rsa_public(token: &Token, id: &KeyId) -> RsaPublicKey {
+    let PublicKey::Rsa { n, e } = token.public_key(id).unwrap() else {
+        panic!("not RSA")
+    };
+    RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).unwrap()
+}
+
+fn ec_public(token: &Token, id: &KeyId) -> p256::ecdsa::VerifyingKey {
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(&token.public_key(id).unwrap().ec_point().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn eight_threads_times_500_signatures_all_verify() {
+    let t = &common::fixture().token;
+    let rsa_id = common::unique_id("pool-rsa");
+    let ec_id = common::unique_id("pool-ec");
+    t.generate(&rsa_id, KeySpec::Rsa2048, KeyUsage::Sign)
+        .unwrap();
+    t.generate(&ec_id, KeySpec::EcP256, KeyUsage::Sign).unwrap();
+    let rsa_pk = rsa_public(t, &rsa_id);
+    let ec_pk = ec_public(t, &ec_id);
+    let pool = Arc::new(
+        SigningPool::start(
+            t,
+            PoolConfig {
+                workers: 2,
+                queue_depth: 64,
+            },
+        )
+        .unwrap(),
+    );
+
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let pool = pool.clone();
+            let (rsa_id, ec_id) = (rsa_id.clone(), ec_id.clone());
+            std::thread::spawn(move || {
+                let mut out = Vec::with_capacity(500);
+                for i in 0..500 {
+                    let msg = format!("thread {n} message {i}").into_bytes();
+                    // Even threads sign PS256 every 10th time, the rest ES256: both kinds interleave.
+                    let (id, alg) = if i % 10 == n % 10 {
+                        (&rsa_id, SignAlg::Ps256)
+                    } else {
+                        (&ec_id, SignAlg::Es256)
+                    };
+                    let sig = loop {
+                        match pool.sign_blocking(id, alg, &msg) {
+                            Err(Error::Busy) => std::thread::yield_now(),
+                            other => break other.unwrap(),
+                        }
+                    };
+                    out.push((alg, msg, sig));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut verified = 0;
+    for th in threads {
+        for (alg, msg, sig) in th.join().unwrap() {
+            match alg {
+                SignAlg::Ps256 => rsa_pk
+                    .verify(Pss::new::<Sha256>(), &Sha256::digest(&msg), &sig)
+                    .unwrap(),
+                _ => ec_pk
+                    .verify(&msg, &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+                    .unwrap(),
+            }
+            verified += 1;
+        }
+    }
+    assert_eq!(verified, 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_callers_share_the_pool_and_decrypt_works() {
+    let t = &common::fixture().token;
+    let ec_id = common::unique_id("async-ec");
+    let jwe_id = common::unique_id("async-jwe");
+    t.generate(&ec_id, KeySpec::EcP256, KeyUsage::Sign).unwrap();
+    t.generate(&jwe_id, KeySpec::Rsa2048, KeyUsage::Decrypt)
+        .unwrap();
+    let vk = ec_public(t, &ec_id);
+    let pool = Arc::new(SigningPool::start(t, PoolConfig::with_workers(2)).unwrap());
+
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let pool = pool.clone();
+            let id = ec_id.clone();
+            tokio::spawn(async move {
+                let msg = format!("caller {n}");
+                let sig = pool
+                    .sign(&id, SignAlg::Es256, msg.as_bytes())
+                    .await
+                    .unwrap();
+                (msg, sig)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (msg, sig) = task.await.unwrap();
+        vk.verify(
+            msg.as_bytes(),
+            &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+        )
+        .unwrap();
+    }
+
+    let cek = [7u8; 16];
+    let ct = rsa_public(t, &jwe_id)
+        .encrypt(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), &cek)
+        .unwrap();
+    let plain = pool
+        .decrypt(&jwe_id, DecryptAlg::RsaOaep, &ct)
+        .await
+        .unwrap();
+    assert_eq!(plain.as_slice(), &cek);
+    // Errors come back through the pool unchanged.
+    let missing = KeyId::new("no-such-key").unwrap();
+    assert!(matches!(
+        pool.sign(&missing, SignAlg::Es256, b"x").await,
+        Err(Error::KeyNotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_busy_at_once_and_the_pool_goes_on() {
+    let t = &common::fixture().token;
+    let id = common::unique_id("busy");
+    t.generate(&id, KeySpec::Rsa2048, KeyUsage::Sign).unwrap();
+    let pool = SigningPool::start(
+        t,
+        PoolConfig {
+            workers: 1,
+            queue_depth: 1,
+        },
+    )
+    .unwrap();
+
+    // 100 requests submitted in one pass: one is being signed, one waits, the rest cannot queue.
+    let results =
+        futures::future::join_all((0..100).map(|_| pool.sign(&id, SignAlg::Ps256, b"m"))).await;
+    let busy = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Busy)))
+        .count();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert!(
+        busy >= 90,
+        "expected most requests refused as Busy, got {busy}"
+    );
+    assert!(ok >= 1, "the queued requests still complete");
+    assert_eq!(ok + busy, 100, "no other outcome: {results:?}");
+
+    // Once the load drops, the pool serves again.
+    assert!(pool.sign(&id, SignAlg::Ps256, b"after").await.is_ok());
+    assert_eq!(pool.queued(), 0);
+}
+
+#[test]
+fn pool_refuses_an_empty_configuration() {
+    let t = &common::fixture().token;
+    assert!(matches!(
+        SigningPool::start(
+            t,
+            PoolConfig {
+                workers: 0,
+                queue_depth: 1
+            }
+        ),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        SigningPool::start(
+            t,
+            PoolConfig {
+                workers: 1,
+                queue_depth: 0
+            }
+        ),
+        Err(Error::InvalidInput(_))
+    ));
+}
