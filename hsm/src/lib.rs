@@ -31,13 +31,14 @@ mod public_key;
 mod session;
 mod token;
 mod uri;
+pub mod worker;
 
 pub use der::ecdsa_raw_to_der;
 pub use error::{Error, Operation, Result, RvError};
 pub use keys::{KeyId, KeyInfo, KeyKind, KeyProtection, KeySpec, KeyUsage};
 pub use mechanisms::{Capabilities, DecryptAlg, SignAlg, sha256};
 pub use pin::{Pin, PinSource};
-pub use pool::{PoolConfig, SigningPool};
+pub use pool::{PoolConfig, SigningPool, WorkerMode};
 pub use public_key::PublicKey;
 pub use session::TokenSession;
 pub use token::{Token, TokenConfig};

@@ -91,6 +91,10 @@ impl Pin {
         Pin(Zeroizing::new(pin.to_owned()))
     }
 
+    pub(crate) fn expose_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.as_bytes().to_vec())
+    }
+
     pub(crate) fn to_auth_pin(&self) -> cryptoki::types::AuthPin {
         // `AuthPin` is a secrecy::SecretString, which zeroizes its own copy.
         cryptoki::types::AuthPin::from(self.0.as_str())

@@ -24,6 +24,7 @@
 //! Dropping the pool closes the queue; workers finish the jobs already queued, close their
 //! sessions and exit, and the drop waits for them.
 
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -35,23 +36,34 @@ use crate::keys::KeyId;
 use crate::mechanisms::{DecryptAlg, SignAlg, sha256};
 use crate::session::TokenSession;
 use crate::token::Token;
+use crate::worker::WorkerProcess;
 
-/// How many workers, and how deep a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a worker's PKCS#11 session lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WorkerMode {
+    /// In a thread of this process, sharing this process's PKCS#11 instance.
+    #[default]
+    Threads,
+    /// In a child process with a PKCS#11 instance of its own (see [`crate::worker`]); the
+    /// pool's thread for that worker only moves frames over a pipe. `program args…` must speak
+    /// the worker protocol on stdin/stdout, as `strongroom-hsm-worker` does.
+    Processes { program: PathBuf, args: Vec<String> },
+}
+
+/// How many workers, of which kind, and how deep a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Worker threads, each with its own session. Default: the number of cores.
+    /// Workers, each with its own session. Default: the number of cores.
     pub workers: usize,
     /// Jobs that may wait for a worker before callers get `Busy`. Default: 64 per worker.
     pub queue_depth: usize,
+    /// Threads or processes. Default: threads.
+    pub mode: WorkerMode,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        PoolConfig {
-            workers,
-            queue_depth: workers * 64,
-        }
+        Self::with_workers(std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 }
 
@@ -60,6 +72,7 @@ impl PoolConfig {
         PoolConfig {
             workers,
             queue_depth: workers.max(1) * 64,
+            mode: WorkerMode::Threads,
         }
     }
 }
@@ -109,11 +122,16 @@ impl SigningPool {
         let (tx, rx) = bounded::<Op>(config.queue_depth);
         let mut workers = Vec::with_capacity(config.workers);
         for n in 0..config.workers {
-            let session = token.session()?;
+            let backend: Box<dyn Backend> = match &config.mode {
+                WorkerMode::Threads => Box::new(token.session()?),
+                WorkerMode::Processes { program, args } => {
+                    Box::new(Respawning::start(token, program.clone(), args.clone())?)
+                }
+            };
             let rx = rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("hsm-worker-{n}"))
-                .spawn(move || work(session, rx))
+                .spawn(move || work(backend, rx))
                 .map_err(|e| Error::Worker(format!("cannot start thread: {e}")))?;
             workers.push(handle);
         }
@@ -129,8 +147,8 @@ impl SigningPool {
         &self.token
     }
 
-    pub fn config(&self) -> PoolConfig {
-        self.config
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
     }
 
     /// Jobs waiting for a worker right now.
@@ -208,7 +226,97 @@ impl Drop for SigningPool {
     }
 }
 
-fn work(mut session: TokenSession, jobs: Receiver<Op>) {
+/// What a worker thread drives: a session of its own, or a worker process.
+trait Backend: Send {
+    fn sign_digest(&mut self, key: &KeyId, alg: SignAlg, digest: &[u8; 32]) -> Result<Vec<u8>>;
+    fn decrypt(
+        &mut self,
+        key: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>>;
+}
+
+impl Backend for TokenSession {
+    fn sign_digest(&mut self, key: &KeyId, alg: SignAlg, digest: &[u8; 32]) -> Result<Vec<u8>> {
+        TokenSession::sign_digest(self, key, alg, digest)
+    }
+
+    fn decrypt(
+        &mut self,
+        key: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        TokenSession::decrypt(self, key, alg, ciphertext)
+    }
+}
+
+/// A worker process that is started again if it dies. The job in flight when it died fails;
+/// the next job gets a fresh process.
+struct Respawning {
+    token: Token,
+    program: PathBuf,
+    args: Vec<String>,
+    process: Option<WorkerProcess>,
+}
+
+impl Respawning {
+    fn start(token: &Token, program: PathBuf, args: Vec<String>) -> Result<Self> {
+        let mut r = Respawning {
+            token: token.clone(),
+            program,
+            args,
+            process: None,
+        };
+        r.process()?;
+        Ok(r)
+    }
+
+    fn process(&mut self) -> Result<&mut WorkerProcess> {
+        if self.process.as_mut().is_some_and(|p| p.has_exited()) {
+            tracing::warn!("HSM worker process exited; starting another");
+            self.process = None;
+        }
+        if self.process.is_none() {
+            let t = &self.token;
+            self.process = Some(WorkerProcess::spawn(
+                &self.program,
+                &self.args,
+                t.module(),
+                t.label(),
+                t.pin(),
+            )?);
+        }
+        self.process.as_mut().ok_or(Error::PoolClosed)
+    }
+
+    fn call<T>(&mut self, f: impl FnOnce(&mut WorkerProcess) -> Result<T>) -> Result<T> {
+        let result = f(self.process()?);
+        if matches!(result, Err(Error::Worker(_))) {
+            // The pipe broke or the child misbehaved: never reuse it.
+            self.process = None;
+        }
+        result
+    }
+}
+
+impl Backend for Respawning {
+    fn sign_digest(&mut self, key: &KeyId, alg: SignAlg, digest: &[u8; 32]) -> Result<Vec<u8>> {
+        self.call(|p| p.sign_digest(key, alg, digest))
+    }
+
+    fn decrypt(
+        &mut self,
+        key: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.call(|p| p.decrypt(key, alg, ciphertext))
+    }
+}
+
+fn work(mut backend: Box<dyn Backend>, jobs: Receiver<Op>) {
     while let Ok(op) = jobs.recv() {
         match op {
             Op::Sign {
@@ -218,7 +326,7 @@ fn work(mut session: TokenSession, jobs: Receiver<Op>) {
                 reply,
             } => {
                 // A caller that gave up (dropped its future) is not an error.
-                let _ = reply.send(session.sign_digest(&key, alg, &digest));
+                let _ = reply.send(backend.sign_digest(&key, alg, &digest));
             }
             Op::Decrypt {
                 key,
@@ -226,7 +334,7 @@ fn work(mut session: TokenSession, jobs: Receiver<Op>) {
                 ciphertext,
                 reply,
             } => {
-                let _ = reply.send(session.decrypt(&key, alg, &ciphertext));
+                let _ = reply.send(backend.decrypt(&key, alg, &ciphertext));
             }
         }
     }

@@ -128,6 +128,10 @@ impl Token {
         &self.inner.module
     }
 
+    pub(crate) fn pin(&self) -> &Pin {
+        &self.inner.pin
+    }
+
     pub fn capabilities(&self) -> &Capabilities {
         &self.inner.capabilities
     }

@@ -43,6 +43,7 @@ fn eight_threads_times_500_signatures_all_verify() {
             PoolConfig {
                 workers: 2,
                 queue_depth: 64,
+                mode: WorkerMode::Threads,
             },
         )
         .unwrap(),
@@ -152,6 +153,7 @@ async fn a_full_queue_answers_busy_at_once_and_the_pool_goes_on() {
         PoolConfig {
             workers: 1,
             queue_depth: 1,
+            mode: WorkerMode::Threads,
         },
     )
     .unwrap();
@@ -184,7 +186,8 @@ fn pool_refuses_an_empty_configuration() {
             t,
             PoolConfig {
                 workers: 0,
-                queue_depth: 1
+                queue_depth: 1,
+                mode: WorkerMode::Threads
             }
         ),
         Err(Error::InvalidInput(_))
@@ -194,9 +197,183 @@ fn pool_refuses_an_empty_configuration() {
             t,
             PoolConfig {
                 workers: 1,
-                queue_depth: 0
+                queue_depth: 0,
+                mode: WorkerMode::Threads
             }
         ),
         Err(Error::InvalidInput(_))
+    ));
+}
+
+fn process_mode() -> WorkerMode {
+    WorkerMode::Processes {
+        program: env!("CARGO_BIN_EXE_strongroom-hsm-worker").into(),
+        args: vec![],
+    }
+}
+
+/// Worker processes that are children of this test process.
+fn worker_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+            stat.contains("(strongroom-hsm-")
+                && after_comm.split_whitespace().nth(1) == Some(me.as_str())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_sign_decrypt_and_are_replaced_when_they_die() {
+    let t = &common::fixture().token;
+    let ec_id = common::unique_id("proc-ec");
+    let rsa_id = common::unique_id("proc-rsa");
+    let jwe_id = common::unique_id("proc-jwe");
+    t.generate(&ec_id, KeySpec::EcP256, KeyUsage::Sign).unwrap();
+    t.generate(&rsa_id, KeySpec::Rsa2048, KeyUsage::Sign)
+        .unwrap();
+    t.generate(&jwe_id, KeySpec::Rsa2048, KeyUsage::Decrypt)
+        .unwrap();
+    let vk = ec_public(t, &ec_id);
+    let rsa_pk = rsa_public(t, &rsa_id);
+    let config = PoolConfig {
+        mode: process_mode(),
+        ..PoolConfig::with_workers(2)
+    };
+    let pool = Arc::new(SigningPool::start(t, config).unwrap());
+    assert_eq!(worker_children().len(), 2);
+
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let (pool, ec_id, rsa_id) = (pool.clone(), ec_id.clone(), rsa_id.clone());
+            tokio::spawn(async move {
+                let msg = format!("process caller {n}");
+                let alg = if n % 4 == 0 {
+                    SignAlg::Ps256
+                } else {
+                    SignAlg::Es256
+                };
+                let id = if alg == SignAlg::Ps256 {
+                    &rsa_id
+                } else {
+                    &ec_id
+                };
+                (
+                    alg,
+                    msg.clone(),
+                    pool.sign(id, alg, msg.as_bytes()).await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (alg, msg, sig) = task.await.unwrap();
+        match alg {
+            SignAlg::Ps256 => rsa_pk
+                .verify(Pss::new::<Sha256>(), &Sha256::digest(msg.as_bytes()), &sig)
+                .unwrap(),
+            _ => vk
+                .verify(
+                    msg.as_bytes(),
+                    &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+                )
+                .unwrap(),
+        }
+    }
+
+    // A key generated after the workers started (a rotation) is found by every worker process.
+    let late = common::unique_id("proc-late");
+    t.generate(&late, KeySpec::EcP256, KeyUsage::Sign).unwrap();
+    let late_vk = ec_public(t, &late);
+    for i in 0..4 {
+        let msg = format!("late key {i}");
+        let sig = pool
+            .sign(&late, SignAlg::Es256, msg.as_bytes())
+            .await
+            .unwrap();
+        late_vk
+            .verify(
+                msg.as_bytes(),
+                &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+            )
+            .unwrap();
+    }
+
+    let cek = [9u8; 32];
+    let ct = rsa_public(t, &jwe_id)
+        .encrypt(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), &cek)
+        .unwrap();
+    assert_eq!(
+        pool.decrypt(&jwe_id, DecryptAlg::RsaOaep, &ct)
+            .await
+            .unwrap()
+            .as_slice(),
+        &cek
+    );
+    let missing = KeyId::new("no-such-key").unwrap();
+    assert!(matches!(
+        pool.sign(&missing, SignAlg::Es256, b"x").await,
+        Err(Error::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        pool.decrypt(&jwe_id, DecryptAlg::RsaOaep, &[1; 3]).await,
+        Err(Error::InvalidInput(_))
+    ));
+
+    // Kill every worker process: each next job either fails with a Worker error (it was sent to
+    // the dead process) or succeeds on a new one; within a few jobs all succeed again.
+    for pid in worker_children() {
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    let mut failures = 0;
+    let mut successes = 0;
+    for i in 0..10 {
+        let msg = format!("after kill {i}");
+        match pool.sign(&ec_id, SignAlg::Es256, msg.as_bytes()).await {
+            Ok(sig) => {
+                vk.verify(
+                    msg.as_bytes(),
+                    &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+                )
+                .unwrap();
+                successes += 1;
+            }
+            Err(Error::Worker(_)) => failures += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        failures <= 2,
+        "at most the one job per dead worker fails, got {failures}"
+    );
+    assert_eq!(successes + failures, 10);
+    assert_eq!(worker_children().len(), 2, "both workers replaced");
+
+    drop(pool);
+    // Dropping the pool reaps its workers (std::sync::Arc: the tasks above are done).
+    assert!(worker_children().is_empty());
+}
+
+#[test]
+fn a_worker_process_that_cannot_log_in_fails_the_start() {
+    let t = &common::fixture().token;
+    let config = PoolConfig {
+        mode: WorkerMode::Processes {
+            program: "/nonexistent/worker".into(),
+            args: vec![],
+        },
+        ..PoolConfig::with_workers(1)
+    };
+    assert!(matches!(
+        SigningPool::start(t, config),
+        Err(Error::Worker(_))
     ));
 }

@@ -72,6 +72,7 @@ async fn the_pool_recovers_from_lost_sessions_logins_and_handles() {
         PoolConfig {
             workers: 2,
             queue_depth: 16,
+            mode: WorkerMode::Threads,
         },
     )
     .unwrap();

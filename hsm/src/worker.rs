@@ -1,0 +1,350 @@
+//! HSM worker processes: the same work as a pool thread, in a child process with its own PKCS#11
+//! instance.
+//!
+//! Why: a software token such as SoftHSM2 serialises signatures behind process-wide mutexes, so
+//! N threads in one process get less than N times the rate of one; N processes do not share those
+//! locks. Whether that gain survives the cost of a pipe round trip per signature is measured by
+//! `make bench-hsm`, and the pool's default follows the measurement (see README).
+//!
+//! The child is a Strongroom binary started with the `strongroom-hsm-worker` protocol on its
+//! standard input and output (the `strongroom-hsm-worker` binary of this crate, or the server's
+//! hidden `hsm-worker` subcommand). It inherits the environment (SOFTHSM2_CONF, for instance) but
+//! never sees the PIN in its arguments or environment: the parent writes it as the first frame on
+//! the pipe, and both sides zeroize their copies.
+//!
+//! Frames are `u32` little-endian length, then the body.
+//! - Parent → child, first frame: `module path \0 token label \0 PIN`.
+//!   Child → parent: a response frame (empty OK payload, or the error opening the token).
+//! - Request: `op u8 (1 sign-digest, 2 decrypt) | alg u8 | id length u8 | id | payload`.
+//! - Response: `0 | payload` or `1 | error kind u8 | UTF-8 message`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::keys::KeyId;
+use crate::mechanisms::{DecryptAlg, SignAlg};
+use crate::pin::Pin;
+use crate::token::Token;
+
+const MAX_FRAME: usize = 1 << 20;
+
+const OP_SIGN: u8 = 1;
+const OP_DECRYPT: u8 = 2;
+
+const KIND_KEY_NOT_FOUND: u8 = 1;
+const KIND_INVALID_INPUT: u8 = 2;
+const KIND_UNSUPPORTED: u8 = 3;
+const KIND_BAD_PIN: u8 = 4;
+const KIND_OTHER: u8 = 9;
+
+fn sign_alg_code(a: SignAlg) -> u8 {
+    match a {
+        SignAlg::Ps256 => 1,
+        SignAlg::Rs256 => 2,
+        SignAlg::Es256 => 3,
+    }
+}
+
+fn sign_alg_from(c: u8) -> Option<SignAlg> {
+    [SignAlg::Ps256, SignAlg::Rs256, SignAlg::Es256]
+        .into_iter()
+        .find(|a| sign_alg_code(*a) == c)
+}
+
+fn decrypt_alg_code(a: DecryptAlg) -> u8 {
+    match a {
+        DecryptAlg::RsaOaep => 1,
+        DecryptAlg::RsaOaep256 => 2,
+    }
+}
+
+fn decrypt_alg_from(c: u8) -> Option<DecryptAlg> {
+    [DecryptAlg::RsaOaep, DecryptAlg::RsaOaep256]
+        .into_iter()
+        .find(|a| decrypt_alg_code(*a) == c)
+}
+
+fn write_frame(w: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).map_err(|_| std::io::Error::other("frame too large"))?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(4 + len as usize));
+    buf.extend_from_slice(&len.to_le_bytes());
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes is too large"
+        )));
+    }
+    let mut body = Zeroizing::new(vec![0u8; len]);
+    r.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+fn encode_result<T: AsRef<[u8]>>(result: &Result<T>) -> (Vec<u8>, Zeroizing<Vec<u8>>) {
+    match result {
+        Ok(payload) => (vec![0], Zeroizing::new(payload.as_ref().to_vec())),
+        Err(e) => {
+            let kind = match e {
+                Error::KeyNotFound { .. } => KIND_KEY_NOT_FOUND,
+                Error::InvalidInput(_) => KIND_INVALID_INPUT,
+                Error::Unsupported { .. } => KIND_UNSUPPORTED,
+                Error::BadPin { .. } => KIND_BAD_PIN,
+                _ => KIND_OTHER,
+            };
+            let message = match e {
+                Error::KeyNotFound { id, .. } => id.clone(),
+                Error::InvalidInput(m) => m.clone(),
+                Error::Unsupported { what } => what.clone(),
+                other => other.to_string(),
+            };
+            (vec![1, kind], Zeroizing::new(message.into_bytes()))
+        }
+    }
+}
+
+fn decode_response(body: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    match body {
+        [0, payload @ ..] => Ok(Zeroizing::new(payload.to_vec())),
+        [1, kind, message @ ..] => {
+            let message = String::from_utf8_lossy(message).into_owned();
+            Err(match *kind {
+                KIND_KEY_NOT_FOUND => Error::KeyNotFound {
+                    id: message,
+                    class: "private key",
+                },
+                KIND_INVALID_INPUT => Error::InvalidInput(message),
+                KIND_UNSUPPORTED => Error::Unsupported { what: message },
+                KIND_BAD_PIN => Error::BadPin {
+                    rv: crate::error::RvError::PinIncorrect,
+                },
+                _ => Error::Worker(message),
+            })
+        }
+        _ => Err(Error::Worker("malformed response frame".into())),
+    }
+}
+
+/// The child side: opens the token named in the first frame and serves requests until the parent
+/// closes the pipe. Logs go to standard error; standard output carries only frames.
+pub fn serve_stdio() -> Result<()> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let (mut input, mut output) = (stdin.lock(), stdout.lock());
+    let io_err = |e: std::io::Error| Error::Worker(e.to_string());
+
+    let hello = read_frame(&mut input)
+        .map_err(io_err)?
+        .ok_or_else(|| Error::Worker("no handshake".into()))?;
+    let mut fields = hello.splitn(3, |&b| b == 0);
+    let (Some(module), Some(label), Some(pin)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(Error::Worker("malformed handshake".into()));
+    };
+    let module = PathBuf::from(String::from_utf8_lossy(module).into_owned());
+    let label = String::from_utf8_lossy(label).into_owned();
+    let pin = Pin::new(&Zeroizing::new(String::from_utf8_lossy(pin).into_owned()));
+    let opened = Token::open_with_pin(&module, &label, pin).and_then(|t| Ok((t.session()?, t)));
+    let (mut session, _token) = match opened {
+        Ok(s) => {
+            write_frame(&mut output, &[&[0]]).map_err(io_err)?;
+            s
+        }
+        Err(e) => {
+            let (head, body) = encode_result::<Vec<u8>>(&Err(e));
+            write_frame(&mut output, &[&head, &body]).map_err(io_err)?;
+            return Ok(());
+        }
+    };
+
+    while let Some(req) = read_frame(&mut input).map_err(io_err)? {
+        let result = handle(&mut session, &req);
+        let (head, body) = encode_result(&result);
+        write_frame(&mut output, &[&head, &body]).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+fn handle(session: &mut crate::session::TokenSession, req: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let bad = || Error::Worker("malformed request frame".into());
+    let [op, alg, id_len, rest @ ..] = req else {
+        return Err(bad());
+    };
+    let (id, payload) = rest.split_at_checked(*id_len as usize).ok_or_else(bad)?;
+    let id = KeyId::new(String::from_utf8_lossy(id).into_owned())?;
+    match *op {
+        OP_SIGN => {
+            let alg = sign_alg_from(*alg).ok_or_else(bad)?;
+            let digest: &[u8; 32] = payload.try_into().map_err(|_| bad())?;
+            session.sign_digest(&id, alg, digest).map(Zeroizing::new)
+        }
+        OP_DECRYPT => {
+            let alg = decrypt_alg_from(*alg).ok_or_else(bad)?;
+            session.decrypt(&id, alg, payload)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The parent side of one worker process.
+pub(crate) struct WorkerProcess {
+    child: Child,
+    /// `None` once closed, which tells the child to exit.
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+}
+
+impl WorkerProcess {
+    /// Starts `program args…`, hands it module, label and PIN, and waits until it has opened the
+    /// token.
+    pub(crate) fn spawn(
+        program: &Path,
+        args: &[String],
+        module: &Path,
+        label: &str,
+        pin: &Pin,
+    ) -> Result<Self> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::Worker(format!("cannot start {}: {e}", program.display())))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::Worker("worker has no pipes".into()));
+        };
+        let mut w = WorkerProcess {
+            child,
+            stdin: Some(stdin),
+            stdout,
+        };
+        let module_bytes = module.to_string_lossy().into_owned().into_bytes();
+        let pin_bytes = pin.expose_bytes();
+        w.write(&[&module_bytes, &[0], label.as_bytes(), &[0], &pin_bytes])?;
+        let reply = read_frame(&mut w.stdout)
+            .map_err(|e| Error::Worker(format!("handshake: {e}")))?
+            .ok_or_else(|| Error::Worker("worker exited during start-up".into()))?;
+        decode_response(&reply)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let stdin = self.stdin.as_mut().ok_or(Error::PoolClosed)?;
+        write_frame(stdin, parts).map_err(|e| Error::Worker(format!("write: {e}")))
+    }
+
+    fn call(&mut self, parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>> {
+        self.write(parts)?;
+        let body = read_frame(&mut self.stdout)
+            .map_err(|e| Error::Worker(format!("read: {e}")))?
+            .ok_or_else(|| Error::Worker("worker process exited".into()))?;
+        decode_response(&body)
+    }
+
+    pub(crate) fn sign_digest(
+        &mut self,
+        id: &KeyId,
+        alg: SignAlg,
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>> {
+        let id_bytes = id.as_str().as_bytes();
+        let id_len = [u8::try_from(id_bytes.len())
+            .map_err(|_| Error::InvalidInput("key id too long".into()))?];
+        self.call(&[&[OP_SIGN, sign_alg_code(alg)], &id_len, id_bytes, digest])
+            .map(|z| z.to_vec())
+    }
+
+    pub(crate) fn decrypt(
+        &mut self,
+        id: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let id_bytes = id.as_str().as_bytes();
+        let id_len = [u8::try_from(id_bytes.len())
+            .map_err(|_| Error::InvalidInput("key id too long".into()))?];
+        self.call(&[
+            &[OP_DECRYPT, decrypt_alg_code(alg)],
+            &id_len,
+            id_bytes,
+            ciphertext,
+        ])
+    }
+
+    /// True once the child has exited.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        // Closing stdin ends the child's loop; then reap it. Kill it if it does not go.
+        self.stdin = None;
+        for _ in 0..50 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_refuse_oversize() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &[b"ab", b"c"]).unwrap();
+        assert_eq!(&buf[..4], &3u32.to_le_bytes());
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r).unwrap().unwrap().as_slice(), b"abc");
+        assert!(read_frame(&mut r).unwrap().is_none());
+        let huge = (MAX_FRAME as u32 + 1).to_le_bytes();
+        assert!(read_frame(&mut &huge[..]).is_err());
+    }
+
+    #[test]
+    fn errors_keep_their_kind_across_the_pipe() {
+        for e in [
+            Error::KeyNotFound {
+                id: "k".into(),
+                class: "private key",
+            },
+            Error::InvalidInput("x".into()),
+            Error::Unsupported {
+                what: "RSA-OAEP-256".into(),
+            },
+        ] {
+            let want = std::mem::discriminant(&e);
+            let (head, body) = encode_result::<Vec<u8>>(&Err(e));
+            let got = decode_response(&[head, body.to_vec()].concat()).unwrap_err();
+            assert_eq!(std::mem::discriminant(&got), want);
+        }
+        assert!(matches!(decode_response(&[7]), Err(Error::Worker(_))));
+        assert!(matches!(decode_response(&[]), Err(Error::Worker(_))));
+    }
+}
