@@ -38,7 +38,7 @@ pub use error::{Error, Operation, Result, RvError};
 pub use keys::{KeyId, KeyInfo, KeyKind, KeyProtection, KeySpec, KeyUsage};
 pub use mechanisms::{Capabilities, DecryptAlg, SignAlg, sha256};
 pub use pin::{Pin, PinSource};
-pub use pool::{PoolConfig, SigningPool, WorkerMode};
+pub use pool::{PoolConfig, PoolStats, SigningPool, WorkerMode};
 pub use public_key::PublicKey;
 pub use session::TokenSession;
 pub use token::{Token, TokenConfig};

@@ -22,9 +22,12 @@
 //! fails too, only that job fails; the worker goes on serving the queue.
 //!
 //! Dropping the pool closes the queue; workers finish the jobs already queued, close their
-//! sessions and exit, and the drop waits for them.
+//! sessions (or end their processes) and exit on their own. Dropping never blocks, so it is safe
+//! inside an async task; [`SigningPool::shutdown`] does the same and waits for the workers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -36,7 +39,7 @@ use crate::keys::KeyId;
 use crate::mechanisms::{DecryptAlg, SignAlg, sha256};
 use crate::session::TokenSession;
 use crate::token::Token;
-use crate::worker::WorkerProcess;
+use crate::worker::{MAX_BATCH, Request, WorkerProcess};
 
 /// Where a worker's PKCS#11 session lives.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -92,12 +95,35 @@ enum Op {
     },
 }
 
-/// Worker threads with a session each, behind a bounded queue. See the module documentation.
+/// Counts since the pool started, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Jobs answered with a result.
+    pub completed: u64,
+    /// Jobs answered with an error.
+    pub failed: u64,
+    /// Calls refused with `Busy` because the queue was full.
+    pub busy: u64,
+    /// Sessions (thread mode) reopened after the token dropped them, and worker processes
+    /// restarted (process mode).
+    pub recoveries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    busy: AtomicU64,
+    recoveries: AtomicU64,
+}
+
+/// Workers with a session each, behind a bounded queue. See the module documentation.
 pub struct SigningPool {
     token: Token,
     queue: Option<Sender<Op>>,
     workers: Vec<JoinHandle<()>>,
     config: PoolConfig,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for SigningPool {
@@ -120,6 +146,7 @@ impl SigningPool {
             ));
         }
         let (tx, rx) = bounded::<Op>(config.queue_depth);
+        let counters = Arc::new(Counters::default());
         let mut workers = Vec::with_capacity(config.workers);
         for n in 0..config.workers {
             let backend: Box<dyn Backend> = match &config.mode {
@@ -129,9 +156,10 @@ impl SigningPool {
                 }
             };
             let rx = rx.clone();
+            let counters = counters.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("hsm-worker-{n}"))
-                .spawn(move || work(backend, rx))
+                .spawn(move || work(backend, rx, &counters))
                 .map_err(|e| Error::Worker(format!("cannot start thread: {e}")))?;
             workers.push(handle);
         }
@@ -140,7 +168,28 @@ impl SigningPool {
             queue: Some(tx),
             workers,
             config,
+            counters,
         })
+    }
+
+    /// Counts since the pool started.
+    pub fn stats(&self) -> PoolStats {
+        let c = &self.counters;
+        PoolStats {
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            busy: c.busy.load(Ordering::Relaxed),
+            recoveries: c.recoveries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the queue, lets the workers finish what is queued, and waits for them (and, in
+    /// process mode, for their processes) to end. Blocks: call it outside async code.
+    pub fn shutdown(mut self) {
+        self.queue = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 
     pub fn token(&self) -> &Token {
@@ -160,7 +209,10 @@ impl SigningPool {
         let queue = self.queue.as_ref().ok_or(Error::PoolClosed)?;
         match queue.try_send(op) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Error::Busy),
+            Err(TrySendError::Full(_)) => {
+                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Busy)
+            }
             Err(TrySendError::Disconnected(_)) => Err(Error::PoolClosed),
         }
     }
@@ -218,47 +270,69 @@ impl SigningPool {
 
 impl Drop for SigningPool {
     fn drop(&mut self) {
-        // Closing the queue ends each worker's loop once the queued jobs are done.
+        // Closing the queue ends each worker's loop once the queued jobs are done; the workers
+        // are not joined here, so that dropping the pool never blocks an async runtime.
         self.queue = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
     }
 }
 
 /// What a worker thread drives: a session of its own, or a worker process.
 trait Backend: Send {
-    fn sign_digest(&mut self, key: &KeyId, alg: SignAlg, digest: &[u8; 32]) -> Result<Vec<u8>>;
-    fn decrypt(
-        &mut self,
-        key: &KeyId,
-        alg: DecryptAlg,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>>;
+    /// Sessions reopened or processes restarted so far.
+    fn recoveries(&self) -> u64;
+    /// How many queued jobs to take at once (1: no batching).
+    fn batch(&self) -> usize;
+    /// Runs the jobs and answers each; returns how many succeeded.
+    fn run(&mut self, ops: Vec<Op>) -> u64;
+}
+
+/// Answers a job; a caller that gave up (dropped its future) is not an error. Returns success.
+fn answer<T>(reply: oneshot::Sender<Result<T>>, result: Result<T>) -> bool {
+    let ok = result.is_ok();
+    let _ = reply.send(result);
+    ok
 }
 
 impl Backend for TokenSession {
-    fn sign_digest(&mut self, key: &KeyId, alg: SignAlg, digest: &[u8; 32]) -> Result<Vec<u8>> {
-        TokenSession::sign_digest(self, key, alg, digest)
+    fn recoveries(&self) -> u64 {
+        TokenSession::recoveries(self)
     }
 
-    fn decrypt(
-        &mut self,
-        key: &KeyId,
-        alg: DecryptAlg,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        TokenSession::decrypt(self, key, alg, ciphertext)
+    fn batch(&self) -> usize {
+        1
+    }
+
+    fn run(&mut self, ops: Vec<Op>) -> u64 {
+        let mut ok = 0;
+        for op in ops {
+            let done = match op {
+                Op::Sign {
+                    key,
+                    alg,
+                    digest,
+                    reply,
+                } => answer(reply, self.sign_digest(&key, alg, &digest)),
+                Op::Decrypt {
+                    key,
+                    alg,
+                    ciphertext,
+                    reply,
+                } => answer(reply, self.decrypt(&key, alg, &ciphertext)),
+            };
+            ok += u64::from(done);
+        }
+        ok
     }
 }
 
-/// A worker process that is started again if it dies. The job in flight when it died fails;
-/// the next job gets a fresh process.
+/// A worker process that is started again if it dies. The jobs in flight when it died fail;
+/// the next jobs get a fresh process.
 struct Respawning {
     token: Token,
     program: PathBuf,
     args: Vec<String>,
     process: Option<WorkerProcess>,
+    restarts: u64,
 }
 
 impl Respawning {
@@ -268,6 +342,7 @@ impl Respawning {
             program,
             args,
             process: None,
+            restarts: 0,
         };
         r.process()?;
         Ok(r)
@@ -277,6 +352,7 @@ impl Respawning {
         if self.process.as_mut().is_some_and(|p| p.has_exited()) {
             tracing::warn!("HSM worker process exited; starting another");
             self.process = None;
+            self.restarts += 1;
         }
         if self.process.is_none() {
             let t = &self.token;
@@ -290,52 +366,90 @@ impl Respawning {
         }
         self.process.as_mut().ok_or(Error::PoolClosed)
     }
-
-    fn call<T>(&mut self, f: impl FnOnce(&mut WorkerProcess) -> Result<T>) -> Result<T> {
-        let result = f(self.process()?);
-        if matches!(result, Err(Error::Worker(_))) {
-            // The pipe broke or the child misbehaved: never reuse it.
-            self.process = None;
-        }
-        result
-    }
 }
 
 impl Backend for Respawning {
-    fn sign_digest(&mut self, key: &KeyId, alg: SignAlg, digest: &[u8; 32]) -> Result<Vec<u8>> {
-        self.call(|p| p.sign_digest(key, alg, digest))
+    fn recoveries(&self) -> u64 {
+        self.restarts
     }
 
-    fn decrypt(
-        &mut self,
-        key: &KeyId,
-        alg: DecryptAlg,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        self.call(|p| p.decrypt(key, alg, ciphertext))
+    fn batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn run(&mut self, ops: Vec<Op>) -> u64 {
+        let requests: Vec<Request<'_>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Sign {
+                    key, alg, digest, ..
+                } => Request::Sign {
+                    key,
+                    alg: *alg,
+                    digest,
+                },
+                Op::Decrypt {
+                    key,
+                    alg,
+                    ciphertext,
+                    ..
+                } => Request::Decrypt {
+                    key,
+                    alg: *alg,
+                    ciphertext,
+                },
+            })
+            .collect();
+        let answers = match self.process() {
+            Ok(p) => p.call_batch(&requests),
+            Err(e) => {
+                let msg = e.to_string();
+                requests
+                    .iter()
+                    .map(|_| Err(Error::Worker(msg.clone())))
+                    .collect()
+            }
+        };
+        drop(requests);
+        if answers.iter().any(|a| matches!(a, Err(Error::Worker(_)))) {
+            // The pipe broke or the child misbehaved: never reuse it.
+            if self.process.take().is_some() {
+                self.restarts += 1;
+            }
+        }
+        let mut ok = 0;
+        for (op, result) in ops.into_iter().zip(answers) {
+            let done = match op {
+                Op::Sign { reply, .. } => answer(reply, result.map(|sig| sig.to_vec())),
+                Op::Decrypt { reply, .. } => answer(reply, result),
+            };
+            ok += u64::from(done);
+        }
+        ok
     }
 }
 
-fn work(mut backend: Box<dyn Backend>, jobs: Receiver<Op>) {
-    while let Ok(op) = jobs.recv() {
-        match op {
-            Op::Sign {
-                key,
-                alg,
-                digest,
-                reply,
-            } => {
-                // A caller that gave up (dropped its future) is not an error.
-                let _ = reply.send(backend.sign_digest(&key, alg, &digest));
+fn work(mut backend: Box<dyn Backend>, jobs: Receiver<Op>, counters: &Counters) {
+    let mut recoveries = 0;
+    let batch = backend.batch();
+    while let Ok(first) = jobs.recv() {
+        let mut ops = vec![first];
+        while ops.len() < batch {
+            match jobs.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
             }
-            Op::Decrypt {
-                key,
-                alg,
-                ciphertext,
-                reply,
-            } => {
-                let _ = reply.send(backend.decrypt(&key, alg, &ciphertext));
-            }
+        }
+        let n = ops.len() as u64;
+        let ok = backend.run(ops);
+        counters.completed.fetch_add(ok, Ordering::Relaxed);
+        counters.failed.fetch_add(n - ok, Ordering::Relaxed);
+        let now = backend.recoveries();
+        if now != recoveries {
+            counters
+                .recoveries
+                .fetch_add(now - recoveries, Ordering::Relaxed);
+            recoveries = now;
         }
     }
 }

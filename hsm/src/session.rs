@@ -42,6 +42,7 @@ pub struct TokenSession {
     pin: Pin,
     session: Option<Session>,
     keys: HashMap<KeyId, CachedKey>,
+    recoveries: u64,
 }
 
 impl std::fmt::Debug for TokenSession {
@@ -63,6 +64,7 @@ impl TokenSession {
             pin,
             session: None,
             keys: HashMap::new(),
+            recoveries: 0,
         };
         s.session()?;
         Ok(s)
@@ -106,6 +108,7 @@ impl TokenSession {
             Err(e) if e.is_session_lost() => {
                 tracing::warn!(error = %e, "PKCS#11 session lost; reopening and retrying once");
                 self.reset();
+                self.recoveries += 1;
                 op(self)
             }
             other => other,
@@ -163,6 +166,11 @@ impl TokenSession {
             }
         }
         Ok(keys::kind_of(key_type, bits, params.as_deref()))
+    }
+
+    /// How many times this session was lost and reopened.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries
     }
 
     /// Signs `message` (hashed here with SHA-256) with the private key `id`.

@@ -120,6 +120,14 @@ impl Token {
         })
     }
 
+    /// Only a logged-in session: no capability probe, no administrative session. For worker
+    /// processes, whose parent already knows what the token can do.
+    pub(crate) fn open_session_only(module: &Path, label: &str, pin: Pin) -> Result<TokenSession> {
+        let ctx = load_module(module)?;
+        let slot = find_slot(&ctx, module, label)?;
+        TokenSession::open(ctx, slot, pin)
+    }
+
     pub fn label(&self) -> &str {
         &self.inner.label
     }

@@ -162,8 +162,7 @@ pub fn serve_stdio() -> Result<()> {
     let module = PathBuf::from(String::from_utf8_lossy(module).into_owned());
     let label = String::from_utf8_lossy(label).into_owned();
     let pin = Pin::new(&Zeroizing::new(String::from_utf8_lossy(pin).into_owned()));
-    let opened = Token::open_with_pin(&module, &label, pin).and_then(|t| Ok((t.session()?, t)));
-    let (mut session, _token) = match opened {
+    let mut session = match Token::open_session_only(&module, &label, pin) {
         Ok(s) => {
             write_frame(&mut output, &[&[0]]).map_err(io_err)?;
             s
@@ -201,6 +200,43 @@ fn handle(session: &mut crate::session::TokenSession, req: &[u8]) -> Result<Zero
             session.decrypt(&id, alg, payload)
         }
         _ => Err(bad()),
+    }
+}
+
+/// Requests a worker thread sends together, at most.
+pub(crate) const MAX_BATCH: usize = 16;
+
+/// One request to a worker process.
+pub(crate) enum Request<'a> {
+    Sign {
+        key: &'a KeyId,
+        alg: SignAlg,
+        digest: &'a [u8; 32],
+    },
+    Decrypt {
+        key: &'a KeyId,
+        alg: DecryptAlg,
+        ciphertext: &'a [u8],
+    },
+}
+
+impl Request<'_> {
+    fn encode(&self) -> Vec<u8> {
+        let (op, alg, key, payload): (u8, u8, &KeyId, &[u8]) = match self {
+            Request::Sign { key, alg, digest } => (OP_SIGN, sign_alg_code(*alg), key, &digest[..]),
+            Request::Decrypt {
+                key,
+                alg,
+                ciphertext,
+            } => (OP_DECRYPT, decrypt_alg_code(*alg), key, ciphertext),
+        };
+        // KeyId is at most 64 ASCII bytes, so its length fits the u8.
+        let id = key.as_str().as_bytes();
+        let mut body = Vec::with_capacity(3 + id.len() + payload.len());
+        body.extend_from_slice(&[op, alg, id.len() as u8]);
+        body.extend_from_slice(id);
+        body.extend_from_slice(payload);
+        body
     }
 }
 
@@ -252,42 +288,56 @@ impl WorkerProcess {
         write_frame(stdin, parts).map_err(|e| Error::Worker(format!("write: {e}")))
     }
 
-    fn call(&mut self, parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>> {
-        self.write(parts)?;
-        let body = read_frame(&mut self.stdout)
-            .map_err(|e| Error::Worker(format!("read: {e}")))?
-            .ok_or_else(|| Error::Worker("worker process exited".into()))?;
-        decode_response(&body)
-    }
-
-    pub(crate) fn sign_digest(
+    /// Sends every request in one write, then reads the answers in order. Pipelining keeps the
+    /// child busy while the parent's thread is waiting to be scheduled: one request at a time
+    /// cost a pipe round trip (~150 µs on a 2-core VM) per signature.
+    ///
+    /// Deadlock-free as long as a batch's requests and answers each fit the pipe buffers
+    /// (64 KiB on Linux); [`MAX_BATCH`] requests of at most a 4096-bit ciphertext stay far below.
+    pub(crate) fn call_batch(
         &mut self,
-        id: &KeyId,
-        alg: SignAlg,
-        digest: &[u8; 32],
-    ) -> Result<Vec<u8>> {
-        let id_bytes = id.as_str().as_bytes();
-        let id_len = [u8::try_from(id_bytes.len())
-            .map_err(|_| Error::InvalidInput("key id too long".into()))?];
-        self.call(&[&[OP_SIGN, sign_alg_code(alg)], &id_len, id_bytes, digest])
-            .map(|z| z.to_vec())
-    }
-
-    pub(crate) fn decrypt(
-        &mut self,
-        id: &KeyId,
-        alg: DecryptAlg,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        let id_bytes = id.as_str().as_bytes();
-        let id_len = [u8::try_from(id_bytes.len())
-            .map_err(|_| Error::InvalidInput("key id too long".into()))?];
-        self.call(&[
-            &[OP_DECRYPT, decrypt_alg_code(alg)],
-            &id_len,
-            id_bytes,
-            ciphertext,
-        ])
+        requests: &[Request<'_>],
+    ) -> Vec<Result<Zeroizing<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(requests.len());
+        let mut buf = Zeroizing::new(Vec::new());
+        for r in requests {
+            let body = r.encode();
+            match u32::try_from(body.len()) {
+                Ok(len) if (len as usize) <= MAX_FRAME => {
+                    buf.extend_from_slice(&len.to_le_bytes());
+                    buf.extend_from_slice(&body);
+                }
+                _ => {
+                    return requests
+                        .iter()
+                        .map(|_| Err(Error::InvalidInput("request too large".into())))
+                        .collect();
+                }
+            }
+        }
+        let written = match self.stdin.as_mut() {
+            Some(stdin) => stdin
+                .write_all(&buf)
+                .and_then(|()| stdin.flush())
+                .map_err(|e| Error::Worker(format!("write: {e}"))),
+            None => Err(Error::PoolClosed),
+        };
+        if let Err(e) = written {
+            let msg = e.to_string();
+            return requests
+                .iter()
+                .map(|_| Err(Error::Worker(msg.clone())))
+                .collect();
+        }
+        for _ in requests {
+            let answer = match read_frame(&mut self.stdout) {
+                Ok(Some(body)) => decode_response(&body),
+                Ok(None) => Err(Error::Worker("worker process exited".into())),
+                Err(e) => Err(Error::Worker(format!("read: {e}"))),
+            };
+            out.push(answer);
+        }
+        out
     }
 
     /// True once the child has exited.

@@ -176,6 +176,10 @@ async fn a_full_queue_answers_busy_at_once_and_the_pool_goes_on() {
     // Once the load drops, the pool serves again.
     assert!(pool.sign(&id, SignAlg::Ps256, b"after").await.is_ok());
     assert_eq!(pool.queued(), 0);
+    let stats = pool.stats();
+    assert_eq!(stats.busy as usize, busy);
+    assert_eq!(stats.completed as usize, ok + 1);
+    assert_eq!(stats.failed, 0);
 }
 
 #[test]
@@ -356,9 +360,14 @@ async fn worker_processes_sign_decrypt_and_are_replaced_when_they_die() {
     );
     assert_eq!(successes + failures, 10);
     assert_eq!(worker_children().len(), 2, "both workers replaced");
+    let stats = pool.stats();
+    assert!(stats.recoveries >= 2, "{stats:?}");
 
-    drop(pool);
-    // Dropping the pool reaps its workers (std::sync::Arc: the tasks above are done).
+    // Shutting the pool down ends and reaps its worker processes.
+    let pool = Arc::into_inner(pool).unwrap();
+    tokio::task::spawn_blocking(move || pool.shutdown())
+        .await
+        .unwrap();
     assert!(worker_children().is_empty());
 }
 
