@@ -26,6 +26,10 @@ enum Command {
         #[command(subcommand)]
         command: HsmCommand,
     },
+    /// One worker process of the HSM signing pool (started by the server itself; speaks a
+    /// binary protocol on stdin/stdout).
+    #[command(hide = true)]
+    HsmWorker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Hsm {
             command: HsmCommand::Status(args),
         } => hsm_status(&args),
+        Command::HsmWorker => strongroom_keystore::hsm::worker::serve_stdio().map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
