@@ -80,18 +80,37 @@ impl PoolConfig {
     }
 }
 
+/// Where a job's answer goes: an async caller's one-shot, or a blocked thread's channel.
+/// (tokio's `blocking_recv` panics inside a runtime; a std channel may be waited on anywhere.)
+enum Reply<T> {
+    Async(oneshot::Sender<Result<T>>),
+    Blocking(std::sync::mpsc::SyncSender<Result<T>>),
+}
+
+impl<T> Reply<T> {
+    /// Answers; a caller that gave up (dropped its future) is not an error. Returns success.
+    fn send(self, result: Result<T>) -> bool {
+        let ok = result.is_ok();
+        let _ = match self {
+            Reply::Async(tx) => tx.send(result).map_err(drop),
+            Reply::Blocking(tx) => tx.send(result).map_err(drop),
+        };
+        ok
+    }
+}
+
 enum Op {
     Sign {
         key: KeyId,
         alg: SignAlg,
         digest: [u8; 32],
-        reply: oneshot::Sender<Result<Vec<u8>>>,
+        reply: Reply<Vec<u8>>,
     },
     Decrypt {
         key: KeyId,
         alg: DecryptAlg,
         ciphertext: Vec<u8>,
-        reply: oneshot::Sender<Result<Zeroizing<Vec<u8>>>>,
+        reply: Reply<Zeroizing<Vec<u8>>>,
     },
 }
 
@@ -217,35 +236,54 @@ impl SigningPool {
         }
     }
 
-    fn sign_job(
+    fn sign_op(
         &self,
         key: &KeyId,
         alg: SignAlg,
         message: &[u8],
-    ) -> Result<oneshot::Receiver<Result<Vec<u8>>>> {
+        reply: Reply<Vec<u8>>,
+    ) -> Result<()> {
         self.token.check_sign(alg)?;
-        let (reply, rx) = oneshot::channel();
         self.submit(Op::Sign {
             key: key.clone(),
             alg,
             digest: sha256(message),
             reply,
-        })?;
-        Ok(rx)
+        })
+    }
+
+    fn decrypt_op(
+        &self,
+        key: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+        reply: Reply<Zeroizing<Vec<u8>>>,
+    ) -> Result<()> {
+        self.token.check_decrypt(alg)?;
+        self.submit(Op::Decrypt {
+            key: key.clone(),
+            alg,
+            ciphertext: ciphertext.to_vec(),
+            reply,
+        })
     }
 
     /// Signs `message` with key `key`. Returns when a worker has the HSM's answer; never blocks
     /// the runtime. `Busy` at once if the queue is full.
     pub async fn sign(&self, key: &KeyId, alg: SignAlg, message: &[u8]) -> Result<Vec<u8>> {
-        let rx = self.sign_job(key, alg, message)?;
+        let (tx, rx) = oneshot::channel();
+        self.sign_op(key, alg, message, Reply::Async(tx))?;
         rx.await.map_err(|_| Error::PoolClosed)?
     }
 
-    /// As [`SigningPool::sign`], for synchronous callers outside an async context (or inside
-    /// `tokio::task::block_in_place`), such as a TLS handshake signer.
+    /// As [`SigningPool::sign`], blocking the calling thread: for synchronous callers such as a
+    /// TLS handshake signer. Safe to call from any thread, inside an async runtime too (where it
+    /// blocks that runtime thread: wrap it in `tokio::task::block_in_place` on a multi-thread
+    /// runtime).
     pub fn sign_blocking(&self, key: &KeyId, alg: SignAlg, message: &[u8]) -> Result<Vec<u8>> {
-        let rx = self.sign_job(key, alg, message)?;
-        rx.blocking_recv().map_err(|_| Error::PoolClosed)?
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.sign_op(key, alg, message, Reply::Blocking(tx))?;
+        rx.recv().map_err(|_| Error::PoolClosed)?
     }
 
     /// Decrypts a JWE encrypted key with key `key` inside the HSM. The plaintext is zeroized
@@ -256,15 +294,21 @@ impl SigningPool {
         alg: DecryptAlg,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        self.token.check_decrypt(alg)?;
-        let (reply, rx) = oneshot::channel();
-        self.submit(Op::Decrypt {
-            key: key.clone(),
-            alg,
-            ciphertext: ciphertext.to_vec(),
-            reply,
-        })?;
+        let (tx, rx) = oneshot::channel();
+        self.decrypt_op(key, alg, ciphertext, Reply::Async(tx))?;
         rx.await.map_err(|_| Error::PoolClosed)?
+    }
+
+    /// As [`SigningPool::decrypt`], blocking the calling thread (see [`SigningPool::sign_blocking`]).
+    pub fn decrypt_blocking(
+        &self,
+        key: &KeyId,
+        alg: DecryptAlg,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.decrypt_op(key, alg, ciphertext, Reply::Blocking(tx))?;
+        rx.recv().map_err(|_| Error::PoolClosed)?
     }
 }
 
@@ -286,13 +330,6 @@ trait Backend: Send {
     fn run(&mut self, ops: Vec<Op>) -> u64;
 }
 
-/// Answers a job; a caller that gave up (dropped its future) is not an error. Returns success.
-fn answer<T>(reply: oneshot::Sender<Result<T>>, result: Result<T>) -> bool {
-    let ok = result.is_ok();
-    let _ = reply.send(result);
-    ok
-}
-
 impl Backend for TokenSession {
     fn recoveries(&self) -> u64 {
         TokenSession::recoveries(self)
@@ -311,13 +348,13 @@ impl Backend for TokenSession {
                     alg,
                     digest,
                     reply,
-                } => answer(reply, self.sign_digest(&key, alg, &digest)),
+                } => reply.send(self.sign_digest(&key, alg, &digest)),
                 Op::Decrypt {
                     key,
                     alg,
                     ciphertext,
                     reply,
-                } => answer(reply, self.decrypt(&key, alg, &ciphertext)),
+                } => reply.send(self.decrypt(&key, alg, &ciphertext)),
             };
             ok += u64::from(done);
         }
@@ -420,8 +457,8 @@ impl Backend for Respawning {
         let mut ok = 0;
         for (op, result) in ops.into_iter().zip(answers) {
             let done = match op {
-                Op::Sign { reply, .. } => answer(reply, result.map(|sig| sig.to_vec())),
-                Op::Decrypt { reply, .. } => answer(reply, result),
+                Op::Sign { reply, .. } => reply.send(result.map(|sig| sig.to_vec())),
+                Op::Decrypt { reply, .. } => reply.send(result),
             };
             ok += u64::from(done);
         }
