@@ -88,14 +88,19 @@ enum Reply<T> {
 }
 
 impl<T> Reply<T> {
-    /// Answers; a caller that gave up (dropped its future) is not an error. Returns success.
-    fn send(self, result: Result<T>) -> bool {
-        let ok = result.is_ok();
+    /// Counts the outcome, then answers (so a caller that reads the stats after its answer sees
+    /// its own job counted). A caller that gave up (dropped its future) is not an error.
+    fn send(self, result: Result<T>, counters: &Counters) {
+        let counter = if result.is_ok() {
+            &counters.completed
+        } else {
+            &counters.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let _ = match self {
             Reply::Async(tx) => tx.send(result).map_err(drop),
             Reply::Blocking(tx) => tx.send(result).map_err(drop),
         };
-        ok
     }
 }
 
@@ -326,8 +331,8 @@ trait Backend: Send {
     fn recoveries(&self) -> u64;
     /// How many queued jobs to take at once (1: no batching).
     fn batch(&self) -> usize;
-    /// Runs the jobs and answers each; returns how many succeeded.
-    fn run(&mut self, ops: Vec<Op>) -> u64;
+    /// Runs the jobs and answers each, counting the outcomes.
+    fn run(&mut self, ops: Vec<Op>, counters: &Counters);
 }
 
 impl Backend for TokenSession {
@@ -339,26 +344,23 @@ impl Backend for TokenSession {
         1
     }
 
-    fn run(&mut self, ops: Vec<Op>) -> u64 {
-        let mut ok = 0;
+    fn run(&mut self, ops: Vec<Op>, counters: &Counters) {
         for op in ops {
-            let done = match op {
+            match op {
                 Op::Sign {
                     key,
                     alg,
                     digest,
                     reply,
-                } => reply.send(self.sign_digest(&key, alg, &digest)),
+                } => reply.send(self.sign_digest(&key, alg, &digest), counters),
                 Op::Decrypt {
                     key,
                     alg,
                     ciphertext,
                     reply,
-                } => reply.send(self.decrypt(&key, alg, &ciphertext)),
-            };
-            ok += u64::from(done);
+                } => reply.send(self.decrypt(&key, alg, &ciphertext), counters),
+            }
         }
-        ok
     }
 }
 
@@ -414,7 +416,7 @@ impl Backend for Respawning {
         MAX_BATCH
     }
 
-    fn run(&mut self, ops: Vec<Op>) -> u64 {
+    fn run(&mut self, ops: Vec<Op>, counters: &Counters) {
         let requests: Vec<Request<'_>> = ops
             .iter()
             .map(|op| match op {
@@ -454,15 +456,12 @@ impl Backend for Respawning {
                 self.restarts += 1;
             }
         }
-        let mut ok = 0;
         for (op, result) in ops.into_iter().zip(answers) {
-            let done = match op {
-                Op::Sign { reply, .. } => reply.send(result.map(|sig| sig.to_vec())),
-                Op::Decrypt { reply, .. } => reply.send(result),
-            };
-            ok += u64::from(done);
+            match op {
+                Op::Sign { reply, .. } => reply.send(result.map(|sig| sig.to_vec()), counters),
+                Op::Decrypt { reply, .. } => reply.send(result, counters),
+            }
         }
-        ok
     }
 }
 
@@ -477,10 +476,7 @@ fn work(mut backend: Box<dyn Backend>, jobs: Receiver<Op>, counters: &Counters) 
                 Err(_) => break,
             }
         }
-        let n = ops.len() as u64;
-        let ok = backend.run(ops);
-        counters.completed.fetch_add(ok, Ordering::Relaxed);
-        counters.failed.fetch_add(n - ok, Ordering::Relaxed);
+        backend.run(ops, counters);
         let now = backend.recoveries();
         if now != recoveries {
             counters

@@ -395,12 +395,26 @@ async fn blocking_calls_work_inside_an_async_task() {
     let ec_id = common::unique_id("blocking-ec");
     let jwe_id = common::unique_id("blocking-jwe");
     t.generate(&ec_id, KeySpec::EcP256, KeyUsage::Sign).unwrap();
-    t.generate(&jwe_id, KeySpec::Rsa2048, KeyUsage::Decrypt).unwrap();
+    t.generate(&jwe_id, KeySpec::Rsa2048, KeyUsage::Decrypt)
+        .unwrap();
     let vk = ec_public(t, &ec_id);
     let pool = SigningPool::start(t, PoolConfig::with_workers(1)).unwrap();
-    let sig = pool.sign_blocking(&ec_id, SignAlg::Es256, b"in a task").unwrap();
-    vk.verify(b"in a task", &p256::ecdsa::Signature::from_slice(&sig).unwrap()).unwrap();
+    let sig = pool
+        .sign_blocking(&ec_id, SignAlg::Es256, b"in a task")
+        .unwrap();
+    vk.verify(
+        b"in a task",
+        &p256::ecdsa::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap();
     let cek = [3u8; 32];
-    let ct = rsa_public(t, &jwe_id).encrypt(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), &cek).unwrap();
-    assert_eq!(pool.decrypt_blocking(&jwe_id, DecryptAlg::RsaOaep, &ct).unwrap().as_slice(), &cek);
+    let ct = rsa_public(t, &jwe_id)
+        .encrypt(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), &cek)
+        .unwrap();
+    assert_eq!(
+        pool.decrypt_blocking(&jwe_id, DecryptAlg::RsaOaep, &ct)
+            .unwrap()
+            .as_slice(),
+        &cek
+    );
 }
