@@ -1,8 +1,19 @@
 //! strongroom-keystore: Strongroom's keys by purpose, their life cycle, the JWKS, and JOSE and
 //! TLS signers on top of [`strongroom_hsm`].
 //!
-//! The server reaches the HSM only through this crate (`server -> keystore -> hsm`); until the key
-//! life cycle lands here, the HSM layer is re-exported as it is.
+//! The server reaches the HSM only through this crate (`server -> keystore -> hsm`).
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+pub mod clock;
+pub mod error;
+pub mod purpose;
 
 pub use strongroom_hsm as hsm;
+
+pub use clock::{Clock, ManualClock, SystemClock, UnixTime};
+pub use error::{Error, Result};
+pub use purpose::{KeyAlg, KeyPurpose};
