@@ -25,7 +25,8 @@ impl std::fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    pub(crate) fn rsa(n: &[u8], e: &[u8]) -> Result<Self> {
+    /// An RSA public key from its big-endian modulus and exponent.
+    pub fn rsa(n: &[u8], e: &[u8]) -> Result<Self> {
         let strip = |b: &[u8]| -> Vec<u8> {
             let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
             b.get(start..).unwrap_or_default().to_vec()
@@ -39,7 +40,7 @@ impl PublicKey {
 
     /// Parses CKA_EC_POINT, which tokens return either DER-wrapped (`04 41 04‖X‖Y`, as the
     /// standard says) or raw (`04‖X‖Y`, as some HSMs do).
-    pub(crate) fn from_ec_point(point: &[u8]) -> Result<Self> {
+    pub fn from_ec_point(point: &[u8]) -> Result<Self> {
         let raw = match point {
             [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
             [0x04, ..] if point.len() == 65 => point,

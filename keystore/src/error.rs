@@ -1,7 +1,5 @@
 //! The one error type of the keystore.
 
-
-
 /// Errors of the keystore. The HTTP edge maps them to responses; nothing here is an HTTP status.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -9,11 +9,19 @@
 )]
 
 pub mod clock;
+pub mod lifecycle;
 pub mod error;
+pub mod keyset;
+mod keystore;
 pub mod purpose;
+pub mod store;
 
 pub use strongroom_hsm as hsm;
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixTime};
 pub use error::{Error, Result};
+pub use keyset::KeySet;
+pub use keystore::{KeyStore, KeyStoreConfig, Rotation, SigningKey};
+pub use lifecycle::{KeyRecord, KeyState, Policy};
+pub use store::Store;
 pub use purpose::{KeyAlg, KeyPurpose};

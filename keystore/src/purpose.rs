@@ -95,10 +95,15 @@ impl KeyAlg {
     }
 
     pub fn parse(s: &str) -> Result<Self> {
-        [KeyAlg::Ps256, KeyAlg::Es256, KeyAlg::RsaOaep, KeyAlg::RsaOaep256]
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| Error::Config(format!("unknown key algorithm {s:?}")))
+        [
+            KeyAlg::Ps256,
+            KeyAlg::Es256,
+            KeyAlg::RsaOaep,
+            KeyAlg::RsaOaep256,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| Error::Config(format!("unknown key algorithm {s:?}")))
     }
 
     pub fn sign_alg(self) -> Option<SignAlg> {
