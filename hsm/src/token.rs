@@ -184,7 +184,23 @@ impl Token {
                 }
             }
         }
-        self.admin(|s| s.generate(id, spec, usage, id.as_str()))
+        self.admin(|s| match s.generate(id, spec, usage, id.as_str()) {
+            // SoftHSM2 (issue #573 upstream) now and then fails to store a new object while other
+            // sessions read the token's object files. Remove whatever half of the pair was
+            // stored and try once more; a real HSM does not take this path.
+            Err(Error::Pkcs11 {
+                op: Operation::GenerateKey,
+                rv: rv @ (RvError::GeneralError | RvError::FunctionFailed),
+            }) => {
+                tracing::warn!(%id, ?rv, "key generation failed; cleaning up and retrying once");
+                match s.delete(id) {
+                    Ok(()) | Err(Error::KeyNotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                s.generate(id, spec, usage, id.as_str())
+            }
+            other => other,
+        })
     }
 
     pub fn key(&self, id: &KeyId) -> Result<KeyInfo> {
