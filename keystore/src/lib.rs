@@ -5,16 +5,23 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(
     test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod clock;
-pub mod lifecycle;
 pub mod error;
+pub mod jose;
 pub mod keyset;
 mod keystore;
+pub mod lifecycle;
 pub mod purpose;
 pub mod store;
+pub mod tls;
 
 pub use strongroom_hsm as hsm;
 
@@ -23,5 +30,5 @@ pub use error::{Error, Result};
 pub use keyset::KeySet;
 pub use keystore::{KeyStore, KeyStoreConfig, Rotation, SigningKey};
 pub use lifecycle::{KeyRecord, KeyState, Policy};
-pub use store::Store;
 pub use purpose::{KeyAlg, KeyPurpose};
+pub use store::Store;
