@@ -43,13 +43,19 @@ test: deps lint
 lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## run: a development token under dev-hsm/ (git-ignored), then the HSM status
-run: deps $(DEV_HSM)/softhsm2.conf
-	$(CARGO) build --release -p strongroom-server
-	SOFTHSM2_CONF=$(DEV_HSM)/softhsm2.conf \
+DEV_ENV := SOFTHSM2_CONF=$(DEV_HSM)/softhsm2.conf \
 	STRONGROOM_TOKEN_LABEL=$(DEV_LABEL) \
 	STRONGROOM_HSM_PIN_FILE=$(DEV_HSM)/user-pin \
-	  target/release/strongroom hsm status
+	STRONGROOM_DATABASE_URL=sqlite://$(DEV_HSM)/strongroom.db
+
+## run: a development token and database under dev-hsm/ (git-ignored), its keys, their status
+run: deps $(DEV_HSM)/softhsm2.conf
+	$(CARGO) build --release -p strongroom-server
+	$(DEV_ENV) target/release/strongroom hsm status
+	$(DEV_ENV) target/release/strongroom keys ensure
+	$(DEV_ENV) target/release/strongroom keys list
+	@echo
+	@echo "Try: $(DEV_ENV) target/release/strongroom keys rotate --purpose id_token" | tr -s '\t ' ' '
 
 $(DEV_HSM)/softhsm2.conf:
 	bash softhsm-config/create-token.sh $(DEV_HSM) $(DEV_LABEL) >/dev/null

@@ -1,0 +1,201 @@
+//! Configuration: one TOML file plus environment overrides. Every option, its default and its
+//! meaning is in `strongroom.example.toml` at the top of the repository.
+//!
+//! The PIN is never in the file: only where to find it (a file, or an environment variable).
+//! Every instance of the server and the CLI must read the same `[keys]` windows, since key states
+//! are computed from them: keep one file for all of them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use strongroom_keystore::hsm::{PinSource, TokenConfig};
+use strongroom_keystore::{KeyAlg, KeyPurpose, KeyStoreConfig, Policy};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where key metadata (and later clients, grants, codes) live.
+    pub database_url: String,
+    pub hsm: HsmConfig,
+    pub keys: KeysConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HsmConfig {
+    /// An RFC 7512 URI (module, token, pin-source); overrides the next three.
+    pub uri: Option<String>,
+    pub module: PathBuf,
+    pub token_label: String,
+    /// File holding the user PIN.
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN, when no pin_file is given.
+    pub pin_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    pub jwks_max_age_seconds: i64,
+    pub max_token_lifetime_seconds: i64,
+    pub clock_skew_seconds: i64,
+    /// Scheduled rotation period; 0 = rotate by hand only.
+    pub rotation_period_days: i64,
+    pub destroy_grace_days: i64,
+    pub refresh_interval_seconds: u64,
+    pub rsa_bits: u32,
+    /// Algorithm per purpose: `id_token = "ES256"`, ... Unset purposes take the defaults.
+    pub algorithms: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://strongroom.db".into(),
+            hsm: HsmConfig::default(),
+            keys: KeysConfig::default(),
+        }
+    }
+}
+
+impl Default for HsmConfig {
+    fn default() -> Self {
+        HsmConfig {
+            uri: None,
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "strongroom".into(),
+            pin_file: None,
+            pin_env: "STRONGROOM_HSM_PIN".into(),
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        KeysConfig {
+            jwks_max_age_seconds: p.jwks_max_age,
+            max_token_lifetime_seconds: p.max_token_lifetime,
+            clock_skew_seconds: p.clock_skew,
+            rotation_period_days: p.rotation_period / 86_400,
+            destroy_grace_days: p.destroy_grace / 86_400,
+            refresh_interval_seconds: 10,
+            rsa_bits: 2048,
+            algorithms: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (when given, it must exist) and applies the environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok());
+        Ok(config)
+    }
+
+    /// STRONGROOM_DATABASE_URL, STRONGROOM_PKCS11_URI, STRONGROOM_PKCS11_MODULE,
+    /// STRONGROOM_TOKEN_LABEL and STRONGROOM_HSM_PIN_FILE override the file.
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("STRONGROOM_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = get("STRONGROOM_PKCS11_URI") {
+            self.hsm.uri = Some(v);
+        }
+        if let Some(v) = get("STRONGROOM_PKCS11_MODULE") {
+            self.hsm.module = v.into();
+        }
+        if let Some(v) = get("STRONGROOM_TOKEN_LABEL") {
+            self.hsm.token_label = v;
+        }
+        if let Some(v) = get("STRONGROOM_HSM_PIN_FILE") {
+            self.hsm.pin_file = Some(v.into());
+        }
+    }
+
+    pub fn token_config(&self) -> Result<TokenConfig, String> {
+        if let Some(uri) = &self.hsm.uri {
+            return TokenConfig::from_uri(uri).map_err(|e| e.to_string());
+        }
+        Ok(TokenConfig {
+            module: self.hsm.module.clone(),
+            label: self.hsm.token_label.clone(),
+            pin: match &self.hsm.pin_file {
+                Some(path) => PinSource::File(path.clone()),
+                None => PinSource::Env(self.hsm.pin_env.clone()),
+            },
+        })
+    }
+
+    pub fn policy(&self) -> Policy {
+        let k = &self.keys;
+        Policy {
+            jwks_max_age: k.jwks_max_age_seconds,
+            max_token_lifetime: k.max_token_lifetime_seconds,
+            clock_skew: k.clock_skew_seconds,
+            rotation_period: k.rotation_period_days.saturating_mul(86_400),
+            destroy_grace: k.destroy_grace_days.saturating_mul(86_400),
+        }
+    }
+
+    /// The keystore settings, starting from what the token supports.
+    pub fn keystore_config(
+        &self,
+        token: &strongroom_keystore::hsm::Token,
+    ) -> Result<KeyStoreConfig, String> {
+        let mut c = KeyStoreConfig::defaults_for(token);
+        c.policy = self.policy();
+        c.rsa_bits = self.keys.rsa_bits;
+        c.refresh_interval = Duration::from_secs(self.keys.refresh_interval_seconds.max(1));
+        for (purpose, alg) in &self.keys.algorithms {
+            let purpose =
+                KeyPurpose::parse(purpose).map_err(|e| format!("keys.algorithms: {e}"))?;
+            let alg = KeyAlg::parse(alg).map_err(|e| format!("keys.algorithms.{purpose}: {e}"))?;
+            c.algs.insert(purpose, alg);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let mut c: Config = toml::from_str(
+            r#"
+            database_url = "sqlite://x.db"
+            [hsm]
+            token_label = "bank"
+            pin_file = "/run/pin"
+            [keys]
+            jwks_max_age_seconds = 300
+            algorithms = { id_token = "ES256" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.keys.max_token_lifetime_seconds, 3600);
+        assert_eq!(c.policy().jwks_max_age, 300);
+        c.apply_env(|n| (n == "STRONGROOM_TOKEN_LABEL").then(|| "other".to_string()));
+        assert_eq!(c.hsm.token_label, "other");
+        let t = c.token_config().unwrap();
+        assert_eq!(t.pin, PinSource::File("/run/pin".into()));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(toml::from_str::<Config>("databse_url = \"x\"").is_err());
+        assert!(toml::from_str::<Config>("[hsm]\npin = \"1234\"").is_err());
+    }
+}
