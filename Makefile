@@ -43,10 +43,7 @@ test: deps lint
 lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-DEV_ENV := SOFTHSM2_CONF=$(DEV_HSM)/softhsm2.conf \
-	STRONGROOM_TOKEN_LABEL=$(DEV_LABEL) \
-	STRONGROOM_HSM_PIN_FILE=$(DEV_HSM)/user-pin \
-	STRONGROOM_DATABASE_URL=sqlite://$(DEV_HSM)/strongroom.db
+DEV_ENV := SOFTHSM2_CONF=$(DEV_HSM)/softhsm2.conf STRONGROOM_CONFIG=config/dev.toml
 
 ## run: a development token and database under dev-hsm/ (git-ignored), its keys, their status
 run: deps $(DEV_HSM)/softhsm2.conf

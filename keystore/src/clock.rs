@@ -7,6 +7,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// Seconds since the Unix epoch.
 pub type UnixTime = i64;
 
+/// A Unix time for people: RFC 3339, UTC, seconds.
+pub fn rfc3339(t: UnixTime) -> String {
+    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(t).unwrap_or(0));
+    humantime::format_rfc3339_seconds(st).to_string()
+}
+
 /// Where the keystore reads the time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> UnixTime;

@@ -17,6 +17,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use strongroom_hsm::{DecryptAlg, Error as HsmError, KeyId, SignAlg, SigningPool, Token};
 
+use crate::jose;
+use crate::tls::{self, TlsCertResolver};
+
 use crate::clock::{Clock, UnixTime};
 use crate::error::{Error, Result};
 use crate::keyset::KeySet;
@@ -34,6 +37,10 @@ pub struct KeyStoreConfig {
     pub rsa_bits: u32,
     /// How often each instance re-reads the key table (and runs scheduled rotations).
     pub refresh_interval: Duration,
+    /// TLS certificates. Names given: each new `tls_server` key gets a self-signed certificate
+    /// for these names (development). Empty: an operator installs a CA-issued chain for each new
+    /// key (`keys csr`, then `keys set-cert`), and the key waits, pending, until then.
+    pub tls_self_signed_names: Vec<String>,
 }
 
 impl KeyStoreConfig {
@@ -61,6 +68,7 @@ impl KeyStoreConfig {
             algs,
             rsa_bits: 2048,
             refresh_interval: Duration::from_secs(10),
+            tls_self_signed_names: Vec::new(),
         }
     }
 
@@ -128,7 +136,18 @@ pub struct KeyStore {
     config: KeyStoreConfig,
     clock: Arc<dyn Clock>,
     snapshot: ArcSwap<KeySet>,
+    /// Serves the active `tls_server` key; swapped when a rotation activates a new one.
+    tls: ArcSwap<Option<TlsState>>,
 }
+
+/// The TLS key being served, and the resolver that serves it.
+struct TlsState {
+    kid: String,
+    resolver: Arc<TlsCertResolver>,
+}
+
+/// A new key that waits for its certificate is pending until `keys set-cert` activates it.
+pub const AWAITING_CERTIFICATE: UnixTime = i64::MAX / 2;
 
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,6 +176,7 @@ impl KeyStore {
             config,
             clock,
             snapshot: ArcSwap::from_pointee(set),
+            tls: ArcSwap::from_pointee(None),
         };
         ks.reconcile().await?;
         Ok(ks)
@@ -224,11 +244,11 @@ impl KeyStore {
         self.snapshot.load_full()
     }
 
-    /// Re-reads the key table into a new snapshot.
+    /// Re-reads the key table into a new snapshot, and moves TLS to a newly active key.
     pub async fn refresh(&self) -> Result<()> {
         let set = KeySet::new(self.store.all().await?, self.config.policy.clone())?;
         self.snapshot.store(Arc::new(set));
-        Ok(())
+        self.follow_tls_rotation().await
     }
 
     /// The key that signs new `purpose` work now. No lock, no query.
@@ -242,6 +262,59 @@ impl KeyStore {
             kid: KeySet::key_id(&k.kid)?,
             alg,
         })
+    }
+
+    /// Signs `claims` as a JWT (compact JWS, header `alg`, `kid`, `typ`) with the active `purpose`
+    /// key.
+    pub async fn sign_jwt<T>(
+        &self,
+        purpose: KeyPurpose,
+        typ: Option<&str>,
+        claims: &T,
+    ) -> Result<String>
+    where
+        T: serde::Serialize + Sync + ?Sized,
+    {
+        let key = self.signing_key(purpose)?;
+        jose::sign_claims(&self.pool, &key.kid, key.alg, typ, claims).await
+    }
+
+    /// The JWKS document: every pending, active and retiring key of the published purposes,
+    /// public members only.
+    pub fn jwks(&self) -> serde_json::Value {
+        let set = self.snapshot.load();
+        let published = set.published(self.clock.now());
+        jose::jwks(published.iter().map(|(k, pk)| jose::JwkEntry {
+            kid: &k.kid,
+            use_: k.purpose.jwk_use(),
+            alg: k.alg.as_str(),
+            key: pk,
+        }))
+    }
+
+    /// The Cache-Control header for the JWKS: clients may keep it for exactly the pre-publication
+    /// window, so no client misses a new key.
+    pub fn jwks_cache_control(&self) -> String {
+        format!("public, max-age={}", self.config.policy.jwks_max_age)
+    }
+
+    /// Decrypts a compact JWE (a request object encrypted to one of our
+    /// `request_object_decryption` keys: the active one, or a retiring one a client may still
+    /// have from a cached JWKS). Every failure reads the same.
+    pub async fn decrypt_jwe(
+        &self,
+        jwe: &str,
+        allowed_encs: &[jose::ContentEnc],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let algs: Vec<DecryptAlg> = self
+            .config
+            .algs
+            .get(&KeyPurpose::RequestObjectDecryption)
+            .and_then(|a| a.decrypt_alg())
+            .into_iter()
+            .chain([DecryptAlg::RsaOaep, DecryptAlg::RsaOaep256])
+            .collect();
+        jose::decrypt_compact(&self.pool, self, jwe, &algs, allowed_encs).await
     }
 
     /// Signs `message` with the active `purpose` key; returns the kid used and the signature.
@@ -285,9 +358,14 @@ impl KeyStore {
             .find(|k| k.purpose == purpose && set.status(k, now).state == KeyState::Pending)
         {
             if !emergency {
+                let from = if pending.activates_at == AWAITING_CERTIFICATE {
+                    "awaits its certificate (`keys set-cert`)".to_string()
+                } else {
+                    format!("signs from {}", crate::clock::rfc3339(pending.activates_at))
+                };
                 return Err(Error::Refused(format!(
-                    "a rotation of {purpose} is already under way: {} signs from {}",
-                    pending.kid, pending.activates_at
+                    "a rotation of {purpose} is already under way: {} {from}",
+                    pending.kid
                 )));
             }
             // An emergency supersedes a pending rotation too.
@@ -374,7 +452,7 @@ impl KeyStore {
                 return Err(Error::Refused(format!(
                     "{kid} still verifies tokens until {}; retiring it now makes them fail. \
                      Repeat with --force to do it anyway",
-                    status.unpublished_at.unwrap_or(now)
+                    crate::clock::rfc3339(status.unpublished_at.unwrap_or(now))
                 )));
             }
             KeyState::Retired | KeyState::Destroyed => {
@@ -407,8 +485,10 @@ impl KeyStore {
         let grace_ends = since + self.config.policy.destroy_grace;
         if now < grace_ends && !force {
             return Err(Error::Refused(format!(
-                "{kid} retired at {since}; its grace period ends at {grace_ends}. Repeat with \
-                 --force to destroy it now"
+                "{kid} retired at {}; its grace period ends at {}. Repeat with --force to \
+                 destroy it now",
+                crate::clock::rfc3339(since),
+                crate::clock::rfc3339(grace_ends)
             )));
         }
         let token = self.token.clone();
@@ -421,6 +501,141 @@ impl KeyStore {
             Err(e) => return Err(e.into()),
         }
         self.store.set_destroyed(kid, now).await?;
+        self.refresh().await?;
+        self.store.get(kid).await
+    }
+
+    /// The resolver serving the active `tls_server` key (created on first call). Rotations are
+    /// followed at every refresh: new handshakes get the new key, open connections keep theirs.
+    pub async fn tls_resolver(&self) -> Result<Arc<TlsCertResolver>> {
+        if let Some(state) = self.tls.load().as_ref() {
+            return Ok(state.resolver.clone());
+        }
+        let (kid, certified) = self.active_certified_key().await?;
+        let resolver = Arc::new(TlsCertResolver::new(certified));
+        self.tls.store(Arc::new(Some(TlsState {
+            kid,
+            resolver: resolver.clone(),
+        })));
+        Ok(resolver)
+    }
+
+    /// The active TLS key with its chain, checked and self-tested (one HSM signature).
+    async fn active_certified_key(&self) -> Result<(String, Arc<rustls::sign::CertifiedKey>)> {
+        let now = self.clock.now();
+        let set = self.snapshot();
+        let key = set
+            .active(KeyPurpose::TlsServer, now)
+            .ok_or(Error::NoActiveKey(KeyPurpose::TlsServer))?;
+        let pem = key.certificate_chain_pem.as_deref().ok_or_else(|| {
+            Error::Certificate(format!(
+                "TLS key {} has no certificate: `strongroom keys csr {}`, then `keys set-cert`",
+                key.kid, key.kid
+            ))
+        })?;
+        let chain = tls::parse_chain_pem(pem)?;
+        let public = set
+            .public_key(&key.kid)
+            .cloned()
+            .ok_or_else(|| Error::UnknownKey(key.kid.clone()))?;
+        let (pool, id, kid) = (
+            self.pool.clone(),
+            KeySet::key_id(&key.kid)?,
+            key.kid.clone(),
+        );
+        let at = now + self.config.policy.clock_skew;
+        let certified =
+            tokio::task::spawn_blocking(move || tls::certified_key(pool, id, &public, chain, at))
+                .await
+                .map_err(|e| Error::Tls(format!("certificate check failed: {e}")))??;
+        Ok((kid, certified))
+    }
+
+    /// Swaps the TLS resolver to the newly active key, if TLS is being served and the key changed.
+    async fn follow_tls_rotation(&self) -> Result<()> {
+        let Some(state) = self
+            .tls
+            .load_full()
+            .as_ref()
+            .as_ref()
+            .map(|s| (s.kid.clone(), s.resolver.clone()))
+        else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let active = self
+            .snapshot()
+            .active(KeyPurpose::TlsServer, now)
+            .map(|k| k.kid.clone());
+        if active.is_none() || active.as_deref() == Some(state.0.as_str()) {
+            return Ok(());
+        }
+        let (kid, certified) = self.active_certified_key().await?;
+        state.1.swap(certified);
+        tracing::info!(%kid, previous = %state.0, "TLS now serves the rotated key");
+        self.tls.store(Arc::new(Some(TlsState {
+            kid,
+            resolver: state.1,
+        })));
+        Ok(())
+    }
+
+    /// A PKCS#10 request (PEM) for TLS key `kid`, signed in the HSM, for a CA to certify.
+    pub async fn certificate_request(&self, kid: &str, names: &[String]) -> Result<String> {
+        let set = self.snapshot();
+        let key = set
+            .get(kid)
+            .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
+        if key.purpose != KeyPurpose::TlsServer {
+            return Err(Error::Refused(format!(
+                "{kid} is a {} key, not a TLS key",
+                key.purpose
+            )));
+        }
+        let public = set
+            .public_key(kid)
+            .cloned()
+            .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
+        let (pool, id, names) = (self.pool.clone(), KeySet::key_id(kid)?, names.to_vec());
+        tokio::task::spawn_blocking(move || {
+            tls::certificate_signing_request(&pool, &id, &public, &names)
+        })
+        .await
+        .map_err(|e| Error::Tls(format!("CSR failed: {e}")))?
+    }
+
+    /// Installs an operator's certificate chain (PEM, leaf first) for TLS key `kid`, after
+    /// checking it certifies exactly that HSM key and is valid now. A key that was waiting for
+    /// its certificate becomes active.
+    pub async fn install_certificate(&self, kid: &str, chain_pem: &str) -> Result<KeyRecord> {
+        self.refresh().await?;
+        let now = self.clock.now();
+        let set = self.snapshot();
+        let key = set
+            .get(kid)
+            .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
+        if key.purpose != KeyPurpose::TlsServer {
+            return Err(Error::Refused(format!(
+                "{kid} is a {} key, not a TLS key",
+                key.purpose
+            )));
+        }
+        let state = set.status(key, now).state;
+        if !matches!(state, KeyState::Pending | KeyState::Active) {
+            return Err(Error::Refused(format!(
+                "{kid} is {state}; certify a pending or active key"
+            )));
+        }
+        let public = set
+            .public_key(kid)
+            .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
+        let chain = tls::parse_chain_pem(chain_pem)?;
+        // A certificate fresh from a CA whose clock runs a little ahead is fine.
+        tls::check_chain_matches_key(&chain, public, now + self.config.policy.clock_skew)?;
+        self.store.set_certificate_chain(kid, chain_pem).await?;
+        if key.activates_at == AWAITING_CERTIFICATE {
+            self.store.set_activates_at(kid, now).await?;
+        }
         self.refresh().await?;
         self.store.get(kid).await
     }
@@ -482,7 +697,7 @@ impl KeyStore {
         })
         .await
         .map_err(|e| Error::Config(format!("key generation failed: {e}")))??;
-        let record = KeyRecord {
+        let mut record = KeyRecord {
             kid: kid.clone(),
             purpose,
             alg,
@@ -495,6 +710,27 @@ impl KeyStore {
             public_key_der: public.spki_der(),
             certificate_chain_pem: None,
         };
+        if purpose == KeyPurpose::TlsServer {
+            let names = self.config.tls_self_signed_names.clone();
+            if names.is_empty() {
+                // Serves nothing until an operator installs its certificate.
+                record.activates_at = AWAITING_CERTIFICATE;
+            } else {
+                let (pool, id, now) = (self.pool.clone(), id.clone(), self.clock.now());
+                let cert = tokio::task::spawn_blocking(move || {
+                    tls::self_signed_certificate(
+                        &pool,
+                        &id,
+                        &public,
+                        &names,
+                        tls::Validity::days_from(now, 365),
+                    )
+                })
+                .await
+                .map_err(|e| Error::Tls(format!("certificate failed: {e}")))??;
+                record.certificate_chain_pem = Some(tls::certificate_pem(&cert));
+            }
+        }
         if !self.store.insert(&record).await? {
             let token = self.token.clone();
             let _ = tokio::task::spawn_blocking(move || token.delete_key(&id)).await;
@@ -506,6 +742,20 @@ impl KeyStore {
         self.refresh().await?;
         tracing::info!(%kid, %purpose, %alg, activates_at, "key created in the HSM");
         Ok(record)
+    }
+}
+
+impl jose::DecryptionKeys for KeyStore {
+    /// The active or a retiring request-object decryption key named by `kid`; without a kid,
+    /// the active one.
+    fn decryption_key(&self, kid: Option<&str>) -> Option<(KeyId, DecryptAlg)> {
+        let set = self.snapshot.load();
+        let now = self.clock.now();
+        let key = match kid {
+            Some(kid) => set.decryption_key(kid, now)?,
+            None => set.active(KeyPurpose::RequestObjectDecryption, now)?,
+        };
+        Some((KeyId::new(&key.kid).ok()?, key.alg.decrypt_alg()?))
     }
 }
 

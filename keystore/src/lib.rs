@@ -28,7 +28,7 @@ pub use strongroom_hsm as hsm;
 pub use clock::{Clock, ManualClock, SystemClock, UnixTime};
 pub use error::{Error, Result};
 pub use keyset::KeySet;
-pub use keystore::{KeyStore, KeyStoreConfig, Rotation, SigningKey};
+pub use keystore::{AWAITING_CERTIFICATE, KeyStore, KeyStoreConfig, Rotation, SigningKey};
 pub use lifecycle::{KeyRecord, KeyState, Policy};
 pub use purpose::{KeyAlg, KeyPurpose};
 pub use store::Store;

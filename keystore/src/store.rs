@@ -136,6 +136,15 @@ impl Store {
         Ok(())
     }
 
+    pub async fn set_activates_at(&self, kid: &str, at: UnixTime) -> Result<()> {
+        sqlx::query("UPDATE keys SET activates_at = ? WHERE kid = ?")
+            .bind(at)
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_certificate_chain(&self, kid: &str, pem: &str) -> Result<()> {
         let done = sqlx::query("UPDATE keys SET certificate_chain_pem = ? WHERE kid = ?")
             .bind(pem)

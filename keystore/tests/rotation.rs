@@ -13,24 +13,30 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::T0;
 use rsa::{BigUint, Pss, RsaPublicKey};
 use sha2::{Digest, Sha256};
-use strongroom_keystore::hsm::PublicKey;
 use strongroom_keystore::{Clock as _, Error, KeyPurpose, KeyState, KeyStore, ManualClock};
 
-/// The kid → public key map a relying party would hold after fetching the JWKS now.
+/// The kid → public key map a relying party would hold after fetching the JWKS document now,
+/// read from its JSON with the `rsa` crate.
 fn published(ks: &KeyStore) -> HashMap<String, RsaPublicKey> {
-    let now = ks.clock().now();
-    ks.snapshot()
-        .published(now)
-        .into_iter()
-        .filter_map(|(k, pk)| match pk {
-            PublicKey::Rsa { n, e } => Some((
-                k.kid.clone(),
-                RsaPublicKey::new(BigUint::from_bytes_be(n), BigUint::from_bytes_be(e)).unwrap(),
-            )),
-            PublicKey::EcP256 { .. } => None,
+    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.decode(v.as_str().unwrap()).unwrap();
+    let jwks = ks.jwks();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "RSA" && k["use"] == "sig")
+        .map(|k| {
+            let n = BigUint::from_bytes_be(&b64(&k["n"]));
+            let e = BigUint::from_bytes_be(&b64(&k["e"]));
+            (
+                k["kid"].as_str().unwrap().to_owned(),
+                RsaPublicKey::new(n, e).unwrap(),
+            )
         })
         .collect()
 }

@@ -48,6 +48,9 @@ pub struct KeysConfig {
     pub rsa_bits: u32,
     /// Algorithm per purpose: `id_token = "ES256"`, ... Unset purposes take the defaults.
     pub algorithms: BTreeMap<String, String>,
+    /// Names for self-signed TLS certificates (development). Empty: each new TLS key waits for
+    /// an operator's CA-issued chain (`keys csr`, then `keys set-cert`).
+    pub tls_self_signed_names: Vec<String>,
 }
 
 impl Default for Config {
@@ -84,6 +87,7 @@ impl Default for KeysConfig {
             refresh_interval_seconds: 10,
             rsa_bits: 2048,
             algorithms: BTreeMap::new(),
+            tls_self_signed_names: Vec::new(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl Config {
         c.policy = self.policy();
         c.rsa_bits = self.keys.rsa_bits;
         c.refresh_interval = Duration::from_secs(self.keys.refresh_interval_seconds.max(1));
+        c.tls_self_signed_names = self.keys.tls_self_signed_names.clone();
         for (purpose, alg) in &self.keys.algorithms {
             let purpose =
                 KeyPurpose::parse(purpose).map_err(|e| format!("keys.algorithms: {e}"))?;

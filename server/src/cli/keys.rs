@@ -42,6 +42,20 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Print a certificate signing request (PEM) for a TLS key, signed in the HSM.
+    Csr {
+        kid: String,
+        /// DNS names (or IP addresses) the certificate is for; the first is also the subject CN.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
+    /// Install a CA-issued chain (PEM file, leaf first) for a TLS key; a key waiting for its
+    /// certificate becomes active.
+    SetCert {
+        kid: String,
+        #[arg(long)]
+        chain: std::path::PathBuf,
+    },
 }
 
 pub fn run(config: &Config, command: KeysCommand) -> Result<(), String> {
@@ -103,11 +117,14 @@ async fn run_async(config: &Config, command: KeysCommand) -> Result<(), String> 
                 r.new_key.alg,
                 when(r.new_key.activates_at)
             );
-            if let Some(prev) = &r.previous {
-                let status = ks
-                    .snapshot()
-                    .status(prev, ks.clock().now().max(r.new_key.activates_at));
-                if let Some(until) = status.unpublished_at {
+            // After an emergency the previous key is already withdrawn: the consequences say so.
+            if let Some(prev) = r.previous.as_ref().filter(|_| !emergency) {
+                let set = ks.snapshot();
+                let at = ks.clock().now().max(r.new_key.activates_at);
+                let until = set
+                    .get(&prev.kid)
+                    .and_then(|k| set.status(k, at).unpublished_at);
+                if let Some(until) = until {
                     println!(
                         "{} stops signing then and stays published until {}",
                         prev.kid,
@@ -126,6 +143,29 @@ async fn run_async(config: &Config, command: KeysCommand) -> Result<(), String> 
                 "{} withdrawn at {}; no longer published",
                 k.kid,
                 when(k.retired_at.unwrap_or(0))
+            );
+            Ok(())
+        }
+        KeysCommand::Csr { kid, names } => {
+            print!(
+                "{}",
+                ks.certificate_request(&kid, &names)
+                    .await
+                    .map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        KeysCommand::SetCert { kid, chain } => {
+            let pem = std::fs::read_to_string(&chain)
+                .map_err(|e| format!("cannot read {}: {e}", chain.display()))?;
+            let k = ks
+                .install_certificate(&kid, &pem)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "certificate installed for {}; it serves TLS from {}",
+                k.kid,
+                when(k.activates_at)
             );
             Ok(())
         }
@@ -159,7 +199,11 @@ fn list(ks: &KeyStore, all: bool) -> Result<(), String> {
             k.purpose.as_str(),
             k.alg.as_str(),
             status.state.as_str(),
-            when(k.activates_at),
+            if k.activates_at == strongroom_keystore::AWAITING_CERTIFICATE {
+                "awaiting certificate".to_string()
+            } else {
+                when(k.activates_at)
+            },
             status
                 .unpublished_at
                 .map(when)
