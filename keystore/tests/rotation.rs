@@ -388,3 +388,36 @@ async fn a_database_that_does_not_match_the_token_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maintenance_task_runs_scheduled_rotations_and_refreshes() {
+    let (_db, url) = common::database_url();
+    let clock = ManualClock::new(T0);
+    let ks = Arc::new(common::keystore(&url, &clock).await);
+    let other = common::keystore(&url, &clock).await;
+    ks.ensure_keys(&[KeyPurpose::IdToken]).await.unwrap();
+    let first = ks.signing_key(KeyPurpose::IdToken).unwrap().kid;
+    let task = ks.spawn_maintenance();
+
+    // The rotation period passes: within a refresh interval (1 s here) a successor is pending,
+    // and another instance that only refreshes sees it too.
+    clock.advance(common::policy().rotation_period);
+    let mut pending = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        pending = ks
+            .snapshot()
+            .records()
+            .iter()
+            .find(|k| k.purpose == KeyPurpose::IdToken && k.kid != first.as_str())
+            .map(|k| k.kid.clone());
+        if pending.is_some() {
+            break;
+        }
+    }
+    let pending = pending.expect("no scheduled rotation within 5 s");
+    assert_eq!(ks.snapshot().state(&pending, clock.now()), Some(KeyState::Pending));
+    other.refresh().await.unwrap();
+    assert!(published(&other).contains_key(&pending));
+    task.abort();
+}
