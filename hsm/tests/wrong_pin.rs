@@ -17,11 +17,7 @@ use strongroom_hsm::*;
 #[test]
 fn wrong_pin_is_refused_and_never_shown() {
     let dir = common::make_token_dir("pin-test");
-    #[allow(unsafe_code)]
-    // SAFETY of the environment: set before the module is loaded, in this test's only thread.
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
-    };
+    strongroom_testkit::use_token_dir(dir.path());
     let module = common::module_path();
     let err = Token::open_with_pin(&module, "pin-test", Pin::new("wrong-pin-0000")).unwrap_err();
     assert!(

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use strongroom_hsm::{DecryptAlg, Error as HsmError, KeyId, SignAlg, SigningPool, Token};
+use strongroom_hsm::{
+    DecryptAlg, Error as HsmError, KeyId, PublicKey, SignAlg, SigningPool, Token,
+};
 
 use crate::jose;
 use crate::tls::{self, TlsCertResolver};
@@ -580,9 +582,8 @@ impl KeyStore {
         Ok(())
     }
 
-    /// A PKCS#10 request (PEM) for TLS key `kid`, signed in the HSM, for a CA to certify.
-    pub async fn certificate_request(&self, kid: &str, names: &[String]) -> Result<String> {
-        let set = self.snapshot();
+    /// A TLS key of the snapshot, with its public key; refused for keys of other purposes.
+    fn tls_key<'a>(set: &'a KeySet, kid: &str) -> Result<(&'a KeyRecord, PublicKey)> {
         let key = set
             .get(kid)
             .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
@@ -596,6 +597,13 @@ impl KeyStore {
             .public_key(kid)
             .cloned()
             .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
+        Ok((key, public))
+    }
+
+    /// A PKCS#10 request (PEM) for TLS key `kid`, signed in the HSM, for a CA to certify.
+    pub async fn certificate_request(&self, kid: &str, names: &[String]) -> Result<String> {
+        let set = self.snapshot();
+        let (_, public) = Self::tls_key(&set, kid)?;
         let (pool, id, names) = (self.pool.clone(), KeySet::key_id(kid)?, names.to_vec());
         tokio::task::spawn_blocking(move || {
             tls::certificate_signing_request(&pool, &id, &public, &names)
@@ -611,27 +619,16 @@ impl KeyStore {
         self.refresh().await?;
         let now = self.clock.now();
         let set = self.snapshot();
-        let key = set
-            .get(kid)
-            .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
-        if key.purpose != KeyPurpose::TlsServer {
-            return Err(Error::Refused(format!(
-                "{kid} is a {} key, not a TLS key",
-                key.purpose
-            )));
-        }
+        let (key, public) = Self::tls_key(&set, kid)?;
         let state = set.status(key, now).state;
         if !matches!(state, KeyState::Pending | KeyState::Active) {
             return Err(Error::Refused(format!(
                 "{kid} is {state}; certify a pending or active key"
             )));
         }
-        let public = set
-            .public_key(kid)
-            .ok_or_else(|| Error::UnknownKey(kid.to_owned()))?;
         let chain = tls::parse_chain_pem(chain_pem)?;
         // A certificate fresh from a CA whose clock runs a little ahead is fine.
-        tls::check_chain_matches_key(&chain, public, now + self.config.policy.clock_skew)?;
+        tls::check_chain_matches_key(&chain, &public, now + self.config.policy.clock_skew)?;
         self.store.set_certificate_chain(kid, chain_pem).await?;
         if key.activates_at == AWAITING_CERTIFICATE {
             self.store.set_activates_at(kid, now).await?;

@@ -121,10 +121,7 @@ impl Store {
         .bind(kid)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::UnknownKey(kid.to_owned()));
-        }
-        Ok(())
+        one_row(done.rows_affected(), kid)
     }
 
     pub async fn set_destroyed(&self, kid: &str, at: UnixTime) -> Result<()> {
@@ -151,9 +148,15 @@ impl Store {
             .bind(kid)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::UnknownKey(kid.to_owned()));
-        }
+        one_row(done.rows_affected(), kid)
+    }
+}
+
+/// An update that should have touched the key's row.
+fn one_row(rows_affected: u64, kid: &str) -> Result<()> {
+    if rows_affected == 0 {
+        Err(Error::UnknownKey(kid.to_owned()))
+    } else {
         Ok(())
     }
 }

@@ -416,7 +416,10 @@ async fn the_maintenance_task_runs_scheduled_rotations_and_refreshes() {
         }
     }
     let pending = pending.expect("no scheduled rotation within 5 s");
-    assert_eq!(ks.snapshot().state(&pending, clock.now()), Some(KeyState::Pending));
+    assert_eq!(
+        ks.snapshot().state(&pending, clock.now()),
+        Some(KeyState::Pending)
+    );
     other.refresh().await.unwrap();
     assert!(published(&other).contains_key(&pending));
     task.abort();

@@ -2,56 +2,28 @@
 //! a keystore on a temporary SQLite file with a clock the test moves.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use strongroom_keystore::hsm::{Pin, PoolConfig, SigningPool, Token};
 use strongroom_keystore::{KeyStore, KeyStoreConfig, ManualClock, Policy, Store};
 
 pub const LABEL: &str = "keystore-test";
-pub const USER_PIN: &str = "keystore-pin-1234";
 pub const T0: i64 = 1_800_000_000;
 
 pub struct Hsm {
-    pub dir: tempfile::TempDir,
     pub token: Token,
     pub pool: Arc<SigningPool>,
-}
-
-pub fn module_path() -> PathBuf {
-    std::env::var("STRONGROOM_PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
 }
 
 pub fn hsm() -> &'static Hsm {
     static HSM: OnceLock<Hsm> = OnceLock::new();
     HSM.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm-config/create-token.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(dir.path())
-            .arg(LABEL)
-            .env("STRONGROOM_SO_PIN", "keystore-so-1234")
-            .env("STRONGROOM_HSM_PIN", USER_PIN)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        #[allow(unsafe_code)]
-        // SAFETY of the environment: set once, before the module is loaded.
-        unsafe {
-            std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
-        };
-        let token = Token::open_with_pin(&module_path(), LABEL, Pin::new(USER_PIN)).unwrap();
+        let t = strongroom_testkit::process_token(LABEL);
+        let token =
+            Token::open_with_pin(&t.module, &t.label, Pin::new(strongroom_testkit::USER_PIN))
+                .unwrap();
         let pool = Arc::new(SigningPool::start(&token, PoolConfig::with_workers(2)).unwrap());
-        Hsm { dir, token, pool }
+        Hsm { token, pool }
     })
 }
 

@@ -12,8 +12,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use openssl::pkey::{PKey, Private};
@@ -31,66 +29,31 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 pub const LABEL: &str = "strongroom-tls-test";
-pub const USER_PIN: &str = "test-user-pin-1234";
+pub use strongroom_testkit::USER_PIN;
 
 pub struct Fixture {
-    pub dir: tempfile::TempDir,
+    pub dir: &'static tempfile::TempDir,
     pub token: Token,
     pub pool: Arc<SigningPool>,
-}
-
-fn module_path() -> PathBuf {
-    if let Ok(m) = std::env::var("STRONGROOM_PKCS11_MODULE") {
-        return PathBuf::from(m);
-    }
-    for m in [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    ] {
-        if Path::new(m).exists() {
-            return PathBuf::from(m);
-        }
-    }
-    panic!("SoftHSM2 not found: run `make test`, which installs it (apt-get install softhsm2)");
 }
 
 pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../softhsm-config/create-token.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(dir.path())
-            .arg(LABEL)
-            .env("STRONGROOM_SO_PIN", "test-so-pin-1234")
-            .env("STRONGROOM_HSM_PIN", USER_PIN)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "create-token.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // SAFETY of the process environment: this runs once, before the PKCS#11 module is
-        // initialised and before any test thread reads the variable.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
-        };
-        let token = Token::open_with_pin(&module_path(), LABEL, Pin::new(USER_PIN)).unwrap();
+        let t = strongroom_testkit::process_token(LABEL);
+        let token = Token::open_with_pin(&t.module, &t.label, Pin::new(USER_PIN)).unwrap();
         let pool = Arc::new(SigningPool::start(&token, PoolConfig::with_workers(2)).unwrap());
-        Fixture { dir, token, pool }
+        Fixture {
+            dir: &t.dir,
+            token,
+            pool,
+        }
     })
 }
 
 /// A key id unique to this process and call, so tests sharing a token never collide.
 pub fn unique_id(prefix: &str) -> KeyId {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    KeyId::new(format!("{prefix}-{}-{n}", std::process::id())).unwrap()
+    KeyId::new(strongroom_testkit::unique_name(prefix)).unwrap()
 }
 
 pub fn now() -> UnixTime {
