@@ -4,6 +4,10 @@
 
 mod cli;
 mod config;
+#[allow(dead_code)] // the endpoints that use them are being built (issue 4)
+mod error;
+#[allow(dead_code)]
+mod model;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,180 @@
+//! Errors at the edge: every failure a client sees is an OAuth / OpenID error object
+//! (`{"error": …, "error_description": …}`) with the status its RFC gives, and never anything
+//! else. This is the one place where errors become HTTP.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// An error code defined by RFC 6749, 6750, 7591, 9126, 9101, 9396, 8705 or OpenID Connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UnsupportedResponseType,
+    InvalidScope,
+    AccessDenied,
+    ServerError,
+    TemporarilyUnavailable,
+    InvalidToken,
+    InsufficientScope,
+    InvalidRequestObject,
+    InvalidRequestUri,
+    InvalidClientMetadata,
+    InvalidRedirectUri,
+    InvalidAuthorizationDetails,
+    LoginRequired,
+    ConsentRequired,
+    InvalidDpopProof,
+    UnsupportedTokenType,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InvalidRequestObject => "invalid_request_object",
+            ErrorCode::InvalidRequestUri => "invalid_request_uri",
+            ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
+            ErrorCode::InvalidAuthorizationDetails => "invalid_authorization_details",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UnsupportedTokenType => "unsupported_token_type",
+        }
+    }
+}
+
+/// An OAuth error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub description: String,
+    /// Seconds, for 503 answers.
+    pub retry_after: Option<u32>,
+}
+
+impl OAuthError {
+    pub fn new(status: StatusCode, code: ErrorCode, description: impl Into<String>) -> Self {
+        OAuthError {
+            status,
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, d)
+    }
+
+    /// RFC 6749 §5.2: 401 when the client tried to authenticate and failed.
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidClient, d)
+    }
+
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, d)
+    }
+
+    pub fn invalid_client_metadata(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidClientMetadata, d)
+    }
+
+    pub fn invalid_redirect_uri(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRedirectUri, d)
+    }
+
+    pub fn invalid_token(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, d)
+    }
+
+    pub fn server_error(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError, d)
+    }
+
+    /// The HSM pool is saturated: 503 with Retry-After, so clients back off.
+    pub fn busy() -> Self {
+        OAuthError {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::TemporarilyUnavailable,
+                "the server is at capacity; retry shortly",
+            )
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": self.code.as_str(), "error_description": self.description})
+    }
+}
+
+impl std::fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.description)
+    }
+}
+
+impl std::error::Error for OAuthError {}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.code == ErrorCode::InvalidToken {
+                "Bearer error=\"invalid_token\""
+            } else {
+                "Bearer"
+            };
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+/// Keystore failures at the edge: `Busy` becomes 503; everything else is the server's fault and
+/// is logged, not shown.
+impl From<strongroom_keystore::Error> for OAuthError {
+    fn from(e: strongroom_keystore::Error) -> Self {
+        use strongroom_keystore::{Error as K, hsm::Error as H};
+        match e {
+            K::Hsm(H::Busy) => OAuthError::busy(),
+            other => {
+                tracing::error!(error = %other, "keystore failure");
+                OAuthError::server_error("the server could not complete the request")
+            }
+        }
+    }
+}
+
+/// Storage failures are the server's fault: logged, not shown.
+impl From<sqlx::Error> for OAuthError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database failure");
+        OAuthError::server_error("the server could not complete the request")
+    }
+}
