@@ -742,7 +742,7 @@ async fn a_client_cert_verifier_plugs_in() {
     .unwrap();
     let config = server_config(
         Arc::new(TlsCertResolver::new(ck)),
-        Some(Arc::new(AcceptAnyClientCert::new())),
+        Some(Arc::new(AcceptAnyClientCert::default())),
     )
     .unwrap();
     let mut server = serve(Arc::new(config)).await;

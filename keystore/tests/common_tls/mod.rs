@@ -314,60 +314,6 @@ pub fn client_identity() -> (X509, PKey<Private>) {
     (b.build(), key)
 }
 
-/// A client-certificate verifier as the server will plug in for self_signed_tls_client_auth:
-/// offers (does not require) client authentication, accepts any certificate, and checks only
-/// the handshake signature; the policy runs in the application.
-#[derive(Debug)]
-pub struct AcceptAnyClientCert {
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl AcceptAnyClientCert {
-    pub fn new() -> Self {
-        AcceptAnyClientCert {
-            algorithms: strongroom_keystore::tls::fapi_crypto_provider()
-                .signature_verification_algorithms,
-        }
-    }
-}
-
-impl rustls::server::danger::ClientCertVerifier for AcceptAnyClientCert {
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        Ok(rustls::server::danger::ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
+/// The server's client-certificate verifier: offers (does not require) client authentication,
+/// accepts any certificate, checks only the handshake signature; the policy runs in the app.
+pub type AcceptAnyClientCert = strongroom_keystore::tls::OptionalClientCert;
