@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use strongroom_keystore::hsm::{PinSource, TokenConfig};
+use strongroom_keystore::hsm::{PinSource, PoolConfig, TokenConfig, WorkerMode};
 use strongroom_keystore::{KeyAlg, KeyPurpose, KeyStoreConfig, Policy};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,8 +18,33 @@ use strongroom_keystore::{KeyAlg, KeyPurpose, KeyStoreConfig, Policy};
 pub struct Config {
     /// Where key metadata (and later clients, grants, codes) live.
     pub database_url: String,
+    pub server: ServerConfig,
     pub hsm: HsmConfig,
     pub keys: KeysConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `https://host[:port]`: the `iss` of every token and the base of every endpoint URL.
+    pub issuer: String,
+    /// Where browsers and clients without certificates connect.
+    pub listen: String,
+    /// Where clients present certificates (RFC 8705 mtls_endpoint_aliases).
+    pub mtls_listen: String,
+    /// The base URL of the mTLS listener, as clients reach it.
+    pub mtls_base_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            issuer: "https://localhost:8443".into(),
+            listen: "127.0.0.1:8443".into(),
+            mtls_listen: "127.0.0.1:8444".into(),
+            mtls_base_url: "https://localhost:8444".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +58,13 @@ pub struct HsmConfig {
     pub pin_file: Option<PathBuf>,
     /// Environment variable holding the user PIN, when no pin_file is given.
     pub pin_env: String,
+    /// Signing pool workers; 0 = the number of cores.
+    pub pool_workers: usize,
+    /// "processes" (a worker process each, with its own PKCS#11 instance: measured faster with
+    /// SoftHSM2, see README) or "threads".
+    pub pool_mode: String,
+    /// Signatures that may wait for a worker before requests get 503; 0 = 64 per worker.
+    pub queue_depth: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +89,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: "sqlite://strongroom.db".into(),
+            server: ServerConfig::default(),
             hsm: HsmConfig::default(),
             keys: KeysConfig::default(),
         }
@@ -71,6 +104,9 @@ impl Default for HsmConfig {
             token_label: "strongroom".into(),
             pin_file: None,
             pin_env: "STRONGROOM_HSM_PIN".into(),
+            pool_workers: 0,
+            pool_mode: "processes".into(),
+            queue_depth: 0,
         }
     }
 }
@@ -141,6 +177,31 @@ impl Config {
         })
     }
 
+    /// The server's signing pool. `worker_program`: this binary, for process mode.
+    pub fn pool_config(&self, worker_program: PathBuf) -> Result<PoolConfig, String> {
+        let mut pool = if self.hsm.pool_workers == 0 {
+            PoolConfig::default()
+        } else {
+            PoolConfig::with_workers(self.hsm.pool_workers)
+        };
+        if self.hsm.queue_depth > 0 {
+            pool.queue_depth = self.hsm.queue_depth;
+        }
+        pool.mode = match self.hsm.pool_mode.as_str() {
+            "threads" => WorkerMode::Threads,
+            "processes" => WorkerMode::Processes {
+                program: worker_program,
+                args: vec!["hsm-worker".into()],
+            },
+            other => {
+                return Err(format!(
+                    "hsm.pool_mode {other:?}: use \"processes\" or \"threads\""
+                ));
+            }
+        };
+        Ok(pool)
+    }
+
     pub fn policy(&self) -> Policy {
         let k = &self.keys;
         Policy {
@@ -196,6 +257,19 @@ mod tests {
         assert_eq!(c.hsm.token_label, "other");
         let t = c.token_config().unwrap();
         assert_eq!(t.pin, PinSource::File("/run/pin".into()));
+    }
+
+    #[test]
+    fn pool_mode_defaults_to_processes() {
+        let mut c = Config::default();
+        let p = c.pool_config("/bin/strongroom".into()).unwrap();
+        assert!(
+            matches!(p.mode, WorkerMode::Processes { ref args, .. } if args == &["hsm-worker"])
+        );
+        c.hsm.pool_mode = "threads".into();
+        assert_eq!(c.pool_config("x".into()).unwrap().mode, WorkerMode::Threads);
+        c.hsm.pool_mode = "fibres".into();
+        assert!(c.pool_config("x".into()).is_err());
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 mod cli;
 mod config;
+mod endpoints;
+mod state;
+mod tls_edge;
 #[allow(dead_code)] // the endpoints that use them are being built (issue 4)
 mod error;
 #[allow(dead_code)]
@@ -36,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::hsm::HsmCommand,
     },
+    /// Run the authorization server.
+    Serve,
     /// Keys by purpose: list, rotate, retire, destroy.
     Keys {
         #[command(subcommand)]
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         command => config::Config::load(cli.config.as_deref()).and_then(|config| match command {
             Command::Hsm { command } => cli::hsm::run(&config, command),
             Command::Keys { command } => cli::keys::run(&config, command),
+            Command::Serve => cli::serve::run(&config),
             Command::HsmWorker => Ok(()),
         }),
     };

@@ -3,6 +3,7 @@
 
 pub mod hsm;
 pub mod keys;
+pub mod serve;
 
 /// A Unix time as RFC 3339 (UTC, seconds).
 pub use strongroom_keystore::clock::rfc3339 as when;

@@ -1,0 +1,109 @@
+//! `strongroom serve`: the authorization server.
+
+use std::sync::Arc;
+
+use strongroom_keystore::hsm::{SigningPool, Token};
+use strongroom_keystore::tls::{OptionalClientCert, server_config};
+use strongroom_keystore::{KeyPurpose, KeyStore, Store, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{endpoints, tls_edge};
+
+pub fn run(config: &Config) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: &Config) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let token = Token::open(&config.token_config()?).map_err(|e| err(&e))?;
+    let program = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let pool = SigningPool::start(&token, config.pool_config(program)?).map_err(|e| err(&e))?;
+    let store = Store::open(&config.database_url)
+        .await
+        .map_err(|e| err(&e))?;
+    let ks_config = config.keystore_config(&token)?;
+    let keystore = KeyStore::open(
+        token,
+        Arc::new(pool),
+        store,
+        ks_config,
+        Arc::new(SystemClock),
+    )
+    .await
+    .map_err(|e| err(&e))?;
+    for k in keystore
+        .ensure_keys(&KeyPurpose::ALL)
+        .await
+        .map_err(|e| err(&e))?
+    {
+        tracing::info!(kid = %k.kid, purpose = %k.purpose, "made the first key of its purpose");
+    }
+    let resolver = keystore.tls_resolver().await.map_err(|e| err(&e))?;
+    let tls = Arc::new(server_config(resolver.clone(), None).map_err(|e| err(&e))?);
+    let mtls = Arc::new(
+        server_config(resolver, Some(Arc::new(OptionalClientCert::default())))
+            .map_err(|e| err(&e))?,
+    );
+
+    let keystore = Arc::new(keystore);
+    // Refreshes the key table and runs scheduled rotations for as long as the server runs.
+    let maintenance = keystore.spawn_maintenance();
+    let state = Arc::new(AppState {
+        issuer: config.server.issuer.trim_end_matches('/').to_owned(),
+        keystore,
+    });
+    let app = endpoints::router(state.clone());
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let mtls_listener = TcpListener::bind(&config.server.mtls_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.mtls_listen))?;
+    let (stop, stopped) = watch::channel(false);
+    println!(
+        "strongroom: serving {} on {} (mTLS on {})",
+        state.issuer,
+        listener.local_addr().map_err(|e| err(&e))?,
+        mtls_listener.local_addr().map_err(|e| err(&e))?
+    );
+    let main = tokio::spawn(tls_edge::serve(
+        listener,
+        tls,
+        app.clone(),
+        false,
+        stopped.clone(),
+    ));
+    let alt = tokio::spawn(tls_edge::serve(mtls_listener, mtls, app, true, stopped));
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    maintenance.abort();
+    let _ = tokio::join!(main, alt);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

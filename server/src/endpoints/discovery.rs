@@ -1,0 +1,27 @@
+//! `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0, RFC 8414): complete
+//! and truthful — only what this server implements is advertised.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub async fn openid_configuration(
+    State(state): State<Arc<AppState>>,
+) -> axum::Json<serde_json::Value> {
+    let issuer = &state.issuer;
+    let id_token_alg = state
+        .keystore
+        .signing_key(strongroom_keystore::KeyPurpose::IdToken)
+        .map(|k| k.alg.jose_name())
+        .unwrap_or("PS256");
+    axum::Json(json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/jwks"),
+        "id_token_signing_alg_values_supported": [id_token_alg],
+        "subject_types_supported": ["public"],
+        "tls_client_certificate_bound_access_tokens": true,
+    }))
+}

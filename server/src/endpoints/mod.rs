@@ -1,0 +1,22 @@
+//! One file per endpoint. Each handler turns every failure into an [`OAuthError`](crate::error::OAuthError).
+
+pub mod discovery;
+pub mod jwks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::state::AppState;
+
+/// Every route the server serves (both listeners serve the same routes).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
+        .route("/jwks", get(jwks::jwks))
+        .with_state(state)
+}

@@ -1,0 +1,101 @@
+//! The TLS edge: rustls with the HSM-held server key, HTTP/1.1 and h2, and the peer's
+//! certificate handed to the handlers of its connection.
+//!
+//! Two listeners serve the same routes. The main one never asks for a client certificate, so a
+//! browser at /authorize never sees a certificate prompt. The mTLS one (RFC 8705
+//! `mtls_endpoint_aliases`) asks for one without requiring it, accepts any certificate whose key
+//! the client proves it holds, and leaves the policy (tls_client_auth,
+//! self_signed_tls_client_auth, bound tokens) to the application.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What a handler knows about its connection.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // read by the token, PAR and userinfo endpoints (issue 4, in progress)
+pub struct Connection {
+    pub remote: SocketAddr,
+    /// Accepted on the mTLS listener.
+    pub mtls: bool,
+    /// The client's certificate chain, leaf first, when it presented one.
+    pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
+}
+
+#[allow(dead_code)]
+impl Connection {
+    pub fn leaf_certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.peer_certificates.as_ref().and_then(|c| c.first())
+    }
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TLS connections on `listener` and serves `app` on each, until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: Router,
+    mtls: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer_certificates = stream.get_ref().1.peer_certificates().map(|c| {
+                c.iter()
+                    .map(|d| d.clone().into_owned())
+                    .collect::<Vec<_>>()
+                    .into()
+            });
+            let conn = Connection {
+                remote,
+                mtls,
+                peer_certificates,
+            };
+            let service = TowerToHyperService::new(app.layer(axum::Extension(conn)));
+            if let Err(e) = Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
