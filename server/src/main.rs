@@ -3,14 +3,18 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod cli;
+#[allow(dead_code)]
+mod client_auth;
 mod config;
 mod endpoints;
-mod state;
-mod tls_edge;
 #[allow(dead_code)] // the endpoints that use them are being built (issue 4)
 mod error;
 #[allow(dead_code)]
 mod model;
+mod state;
+#[allow(dead_code)]
+mod store;
+mod tls_edge;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,273 @@
+//! Authorization codes. Each code starts a grant (`grant_id`): the refresh and access tokens
+//! issued from it carry the same grant_id, so a replayed code can take them all down.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{RedeemError, Result, Store, hash_secret, random_id};
+
+/// What an authorization code stands for: everything the token endpoint needs to check the
+/// redemption and to issue tokens. The store accepts any serializable type in its place; this
+/// one is the server's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthorizationGrant {
+    /// The user (user_id).
+    pub sub: String,
+    /// Space-separated granted scopes.
+    pub scope: String,
+    /// The redirect_uri of the authorization request (RFC 6749 §4.1.3 requires the same one).
+    pub redirect_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_challenge: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_challenge_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// When the user authenticated (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// The OpenID Connect `claims` request parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<serde_json::Value>,
+    /// RFC 8705: the SHA-256 thumbprint of the client certificate the tokens are bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf_x5t_s256: Option<String>,
+    /// RFC 9449: the DPoP key thumbprint the code is bound to (`dpop_jkt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
+    /// RFC 9396 rich authorization requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+/// A code just issued: the plaintext (given to the client once, never stored) and the grant it
+/// starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCode {
+    pub code: String,
+    pub grant_id: String,
+}
+
+/// A code successfully redeemed (exactly once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedeemedCode<T> {
+    pub grant_id: String,
+    pub data: T,
+}
+
+impl Store {
+    /// Issues a code for `client_id` under a fresh grant_id. Only the code's SHA-256 is stored.
+    pub async fn issue_code<T: Serialize>(
+        &self,
+        client_id: &str,
+        data: &T,
+        expires_at: i64,
+    ) -> Result<IssuedCode> {
+        let issued = IssuedCode {
+            code: random_id()?,
+            grant_id: random_id()?,
+        };
+        sqlx::query(
+            "INSERT INTO authorization_codes (code_hash, client_id, grant_id, data, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash_secret(&issued.code))
+        .bind(client_id)
+        .bind(&issued.grant_id)
+        .bind(serde_json::to_string(data)?)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(issued)
+    }
+
+    /// Redeems a code: `Ok` exactly once (one atomic `UPDATE … WHERE used = FALSE … RETURNING`),
+    /// for its own client, before it expires.
+    ///
+    /// Otherwise: `Unknown`, `WrongClient` (the code is not consumed), `Reused { grant_id }`
+    /// (already redeemed: revoke the grant's tokens, RFC 6749 §4.1.2), or `Expired`.
+    pub async fn redeem_code<T: DeserializeOwned>(
+        &self,
+        code: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<RedeemedCode<T>, RedeemError> {
+        let code_hash = hash_secret(code);
+        let won = sqlx::query(
+            "UPDATE authorization_codes SET used = TRUE \
+             WHERE code_hash = $1 AND client_id = $2 AND used = FALSE AND expires_at > $3 \
+             RETURNING grant_id, data",
+        )
+        .bind(&code_hash)
+        .bind(client_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = won {
+            let data: String = row.try_get("data")?;
+            return Ok(RedeemedCode {
+                grant_id: row.try_get("grant_id")?,
+                data: serde_json::from_str(&data)?,
+            });
+        }
+        // Not redeemed: say why. This read decides nothing; the UPDATE above already did.
+        let row = sqlx::query(
+            "SELECT client_id, grant_id, expires_at, used FROM authorization_codes \
+             WHERE code_hash = $1",
+        )
+        .bind(&code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(RedeemError::Unknown);
+        };
+        let owner: String = row.try_get("client_id")?;
+        let used: bool = row.try_get("used")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        Err(if owner != client_id {
+            RedeemError::WrongClient
+        } else if used {
+            RedeemError::Reused {
+                grant_id: row.try_get("grant_id")?,
+            }
+        } else if expires_at <= now {
+            RedeemError::Expired
+        } else {
+            // Unreachable unless the row changed between the two statements (it cannot become
+            // unused again); treat as unknown.
+            RedeemError::Unknown
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::temp_store;
+    use super::*;
+
+    fn grant() -> AuthorizationGrant {
+        AuthorizationGrant {
+            sub: "user-1".into(),
+            scope: "openid accounts".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+            code_challenge_method: Some("S256".into()),
+            nonce: Some("n-0S6_WzA2Mj".into()),
+            auth_time: Some(990),
+            acr: Some("urn:mace:incommon:iap:silver".into()),
+            cnf_x5t_s256: Some("bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn code_redeems_once_then_reports_reuse_with_grant() {
+        let (store, _dir) = temp_store().await;
+        let issued = store.issue_code("c1", &grant(), 1060).await.unwrap();
+        let stored: String = sqlx::query_scalar("SELECT code_hash FROM authorization_codes")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_ne!(stored, issued.code);
+
+        let first = store
+            .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1000)
+            .await
+            .unwrap();
+        assert_eq!(first.grant_id, issued.grant_id);
+        assert_eq!(first.data, grant());
+
+        match store
+            .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1001)
+            .await
+        {
+            Err(RedeemError::Reused { grant_id }) => assert_eq!(grant_id, issued.grant_id),
+            other => panic!("expected Reused, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_unknown_and_wrong_client() {
+        let (store, _dir) = temp_store().await;
+        let issued = store.issue_code("c1", &grant(), 1060).await.unwrap();
+        assert!(matches!(
+            store
+                .redeem_code::<AuthorizationGrant>("not-a-code", "c1", 1000)
+                .await,
+            Err(RedeemError::Unknown)
+        ));
+        assert!(matches!(
+            store
+                .redeem_code::<AuthorizationGrant>(&issued.code, "c2", 1000)
+                .await,
+            Err(RedeemError::WrongClient)
+        ));
+        assert!(matches!(
+            store
+                .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1060)
+                .await,
+            Err(RedeemError::Expired)
+        ));
+        // Neither the other client nor the late attempt consumed it.
+        assert!(
+            store
+                .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1059)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twenty_concurrent_redemptions_one_winner() {
+        let (store, _dir) = temp_store().await;
+        let issued = store.issue_code("c1", &grant(), 1060).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (s, code) = (store.clone(), issued.code.clone());
+            tasks.push(tokio::spawn(async move {
+                s.redeem_code::<AuthorizationGrant>(&code, "c1", 1000).await
+            }));
+        }
+        let (mut ok, mut reused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(RedeemError::Reused { grant_id }) => {
+                    assert_eq!(grant_id, issued.grant_id);
+                    reused += 1;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!((ok, reused), (1, 19));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_stores_on_one_file_one_winner() {
+        // Two "instances" (two pools) on one SQLite file.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let a = Store::open(&url).await.unwrap();
+        let b = Store::open(&url).await.unwrap();
+        let issued = a.issue_code("c1", &grant(), 1060).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let code = issued.code.clone();
+            tasks.push(tokio::spawn(async move {
+                s.redeem_code::<AuthorizationGrant>(&code, "c1", 1000).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 1);
+    }
+}

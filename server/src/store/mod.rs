@@ -1,0 +1,355 @@
+//! The server's database: clients, users, and every short-lived artefact of the protocol (PAR
+//! requests, authorization codes, refresh and access tokens, client-assertion jtis).
+//!
+//! Rules this module keeps:
+//! - Single use is enforced by the database in one statement (`UPDATE … RETURNING`,
+//!   `DELETE … RETURNING`, `INSERT … ON CONFLICT DO NOTHING`), never by a read then a write, so
+//!   two instances (or two tasks) racing on one code cannot both win.
+//! - Bearer secrets (codes, refresh tokens, request_uri handles) are stored as their SHA-256:
+//!   a dump of the database hands out no live credential. The plaintext is returned only to the
+//!   caller that created it.
+//! - The store never reads the clock: every time (`now`, `expires_at`) is Unix seconds passed in.
+//! - SQL is written once for SQLite and PostgreSQL: `$n` parameters (sqlx's SQLite driver reads
+//!   them too), and only TEXT, BIGINT and BOOLEAN columns.
+
+mod clients;
+mod codes;
+mod jti;
+mod par;
+mod tokens;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::error::OAuthError;
+
+// Used by the endpoints being built (issue 4).
+#[allow(unused_imports)]
+pub use codes::{AuthorizationGrant, IssuedCode, RedeemedCode};
+#[allow(unused_imports)]
+pub use par::REQUEST_URI_PREFIX;
+#[allow(unused_imports)]
+pub use tokens::{AccessTokenRecord, RefreshTokenRecord, RevokedCounts, RotatedRefreshToken};
+#[allow(unused_imports)]
+pub use users::User;
+
+/// The bookkeeping table of the server's migrations (the keystore keeps its own in the same
+/// database).
+const MIGRATIONS_TABLE: &str = "_strongroom_server_migrations";
+
+/// A failure of the store itself (as opposed to a protocol rejection such as a reused code).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("cannot migrate the server database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A JSON column that does not parse as the type asked for, or a value that does not
+    /// serialize.
+    #[error("stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the system random number generator failed: {0}")]
+    Random(getrandom::Error),
+    #[error("password hashing: {0}")]
+    PasswordHash(String),
+    /// A unique value (e.g. a username) is already taken.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a code or refresh token was not accepted. Everything but `Store` is an `invalid_grant`
+/// to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    /// No such code / token (or it has been purged).
+    #[error("unknown")]
+    Unknown,
+    #[error("expired")]
+    Expired,
+    /// Issued to another client; it was not consumed.
+    #[error("issued to another client")]
+    WrongClient,
+    /// Already used (a code) or already rotated or revoked (a refresh token). RFC 6749 §4.1.2 /
+    /// §10.4 and the OAuth security BCP: the caller should revoke everything issued under
+    /// `grant_id` (`Store::revoke_grant`).
+    #[error("already used")]
+    Reused { grant_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RedeemError {
+    fn from(e: sqlx::Error) -> Self {
+        RedeemError::Store(StoreError::Db(e))
+    }
+}
+
+impl From<serde_json::Error> for RedeemError {
+    fn from(e: serde_json::Error) -> Self {
+        RedeemError::Store(StoreError::Json(e))
+    }
+}
+
+/// Store failures are the server's fault: logged, not shown.
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        OAuthError::server_error("the server could not complete the request")
+    }
+}
+
+/// Every rejection is `invalid_grant` (RFC 6749 §5.2); the details are not the client's business
+/// beyond a short description.
+impl From<RedeemError> for OAuthError {
+    fn from(e: RedeemError) -> Self {
+        match e {
+            RedeemError::Store(e) => e.into(),
+            RedeemError::Unknown => OAuthError::invalid_grant("the grant is invalid"),
+            RedeemError::Expired => OAuthError::invalid_grant("the grant has expired"),
+            RedeemError::WrongClient => {
+                OAuthError::invalid_grant("the grant was issued to another client")
+            }
+            RedeemError::Reused { .. } => OAuthError::invalid_grant("the grant was already used"),
+        }
+    }
+}
+
+/// Counts of rows removed by [`Store::purge_expired`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub par_requests: u64,
+    pub codes: u64,
+    pub client_assertion_jtis: u64,
+    pub refresh_tokens: u64,
+    pub access_tokens: u64,
+}
+
+/// The server's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`),
+    /// in WAL mode with a busy timeout, and brings the server's schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL: readers never block the writer; several processes can share the file.
+            .journal_mode(SqliteJournalMode::Wal)
+            // Writers queue for the lock instead of failing with SQLITE_BUSY.
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // An in-memory database exists once per connection: keep exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 4 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await?;
+        Self::from_pool(pool).await
+    }
+
+    /// Uses an existing pool (e.g. the one the keystore uses) and migrates the server's tables.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(&pool).await?;
+        // Make the dummy password hash now, so that even the first unknown username costs one
+        // argon2 verification, like a known one.
+        tokio::task::spawn_blocking(users::dummy_hash).await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Deletes everything that expired at or before `now`: PAR requests, authorization codes,
+    /// client-assertion jtis, refresh and access tokens. One transaction.
+    ///
+    /// A code or refresh token deleted here can no longer be recognised as *reused* (it becomes
+    /// unknown, which is still refused); pass `now` minus a grace period to keep them longer.
+    pub async fn purge_expired(&self, now: i64) -> Result<PurgeCounts> {
+        let mut tx = self.pool.begin().await?;
+        let counts = PurgeCounts {
+            par_requests: delete_expired(
+                &mut tx,
+                "DELETE FROM par_requests WHERE expires_at <= $1",
+                now,
+            )
+            .await?,
+            codes: delete_expired(
+                &mut tx,
+                "DELETE FROM authorization_codes WHERE expires_at <= $1",
+                now,
+            )
+            .await?,
+            client_assertion_jtis: delete_expired(
+                &mut tx,
+                "DELETE FROM client_assertion_jtis WHERE expires_at <= $1",
+                now,
+            )
+            .await?,
+            refresh_tokens: delete_expired(
+                &mut tx,
+                "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+                now,
+            )
+            .await?,
+            access_tokens: delete_expired(
+                &mut tx,
+                "DELETE FROM access_tokens WHERE expires_at <= $1",
+                now,
+            )
+            .await?,
+        };
+        tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+async fn delete_expired(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    now: i64,
+) -> Result<u64> {
+    Ok(sqlx::query(sql)
+        .bind(now)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// `n` random bytes from the OS, URL-safe base64 without padding (32 bytes → 43 characters).
+pub fn random_string(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n];
+    getrandom::getrandom(&mut bytes).map_err(StoreError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(&bytes))
+}
+
+/// A fresh identifier or bearer secret: 256 random bits, 43 URL-safe characters.
+pub fn random_id() -> Result<String> {
+    random_string(32)
+}
+
+/// What the database keeps of a bearer secret: its SHA-256, URL-safe base64.
+fn hash_secret(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Store;
+
+    /// A store on a fresh SQLite file (file-backed, so several pooled connections share it).
+    pub async fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("server.db").display());
+        let store = Store::open(&url).await.unwrap();
+        (store, dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::temp_store;
+    use super::*;
+
+    #[tokio::test]
+    async fn open_twice_and_share_a_file_with_the_keystore_style_migrator() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let a = Store::open(&url).await.unwrap();
+        // Re-opening runs no migration twice.
+        let b = Store::open(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _strongroom_server_migrations")
+            .fetch_one(b.pool())
+            .await
+            .unwrap();
+        assert!(n >= 1);
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(a.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode.to_lowercase(), "wal");
+    }
+
+    #[tokio::test]
+    async fn in_memory_store_works() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        assert!(store.use_jti("c", "j", 100).await.unwrap());
+    }
+
+    #[test]
+    fn random_ids_are_long_and_url_safe() {
+        let a = random_id().unwrap();
+        let b = random_id().unwrap();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_eq!(hash_secret("x"), hash_secret("x"));
+        assert_ne!(hash_secret("x"), "x");
+    }
+
+    #[tokio::test]
+    async fn purge_removes_only_expired_rows() {
+        let (store, _dir) = temp_store().await;
+        let grant = AuthorizationGrant::default();
+        store
+            .insert_par("c", &serde_json::json!({}), 10)
+            .await
+            .unwrap();
+        store
+            .insert_par("c", &serde_json::json!({}), 100)
+            .await
+            .unwrap();
+        store.issue_code("c", &grant, 10).await.unwrap();
+        store.use_jti("c", "j1", 10).await.unwrap();
+        store.use_jti("c", "j2", 100).await.unwrap();
+        let issued = store.issue_code("c", &grant, 100).await.unwrap();
+        store
+            .issue_refresh_token(&issued.grant_id, "c", &grant, 0, 10)
+            .await
+            .unwrap();
+        store
+            .insert_access_token("jti-a", "c", None, &serde_json::json!({}), 10)
+            .await
+            .unwrap();
+        store
+            .insert_access_token("jti-b", "c", None, &serde_json::json!({}), 100)
+            .await
+            .unwrap();
+        let counts = store.purge_expired(50).await.unwrap();
+        assert_eq!(
+            counts,
+            PurgeCounts {
+                par_requests: 1,
+                codes: 1,
+                client_assertion_jtis: 1,
+                refresh_tokens: 1,
+                access_tokens: 1,
+            }
+        );
+        assert_eq!(
+            store.purge_expired(50).await.unwrap(),
+            PurgeCounts::default()
+        );
+        // A purged jti is free again (its assertion has expired anyway).
+        assert!(store.use_jti("c", "j1", 10).await.unwrap());
+        assert!(!store.use_jti("c", "j2", 100).await.unwrap());
+    }
+}

@@ -1,0 +1,574 @@
+//! Refresh tokens (opaque, stored hashed, rotated on every use) and access tokens (JWTs, kept by
+//! jti for introspection and revocation). Both carry the grant_id of the code they came from.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+
+use super::{RedeemError, Result, Store, hash_secret, random_id};
+
+/// A refresh token as stored (the token itself is not: only its hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshTokenRecord<T> {
+    pub grant_id: String,
+    pub client_id: String,
+    pub data: T,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+impl<T> RefreshTokenRecord<T> {
+    pub fn is_active(&self, now: i64) -> bool {
+        !self.revoked && now < self.expires_at
+    }
+}
+
+/// The outcome of a successful rotation: the successor (plaintext, for the client) and what the
+/// grant carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotatedRefreshToken<T> {
+    pub refresh_token: String,
+    pub grant_id: String,
+    pub data: T,
+    pub expires_at: i64,
+}
+
+/// An access token as stored, by jti.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessTokenRecord<T> {
+    pub jti: String,
+    pub client_id: String,
+    /// `None` for tokens not issued from a grant (client_credentials).
+    pub grant_id: Option<String>,
+    /// What introspection answers: sub, scope, aud, cnf, authorization_details, …
+    pub data: T,
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+impl<T> AccessTokenRecord<T> {
+    pub fn is_active(&self, now: i64) -> bool {
+        !self.revoked && now < self.expires_at
+    }
+}
+
+/// Rows newly revoked by [`Store::revoke_grant`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevokedCounts {
+    pub refresh_tokens: u64,
+    pub access_tokens: u64,
+    /// Codes of the grant not yet redeemed, now unusable.
+    pub codes: u64,
+}
+
+impl Store {
+    /// Issues a refresh token for a grant. Only its SHA-256 is stored; the plaintext is returned.
+    pub async fn issue_refresh_token<T: Serialize>(
+        &self,
+        grant_id: &str,
+        client_id: &str,
+        data: &T,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<String> {
+        let token = random_id()?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens \
+             (token_hash, grant_id, client_id, data, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(hash_secret(&token))
+        .bind(grant_id)
+        .bind(client_id)
+        .bind(serde_json::to_string(data)?)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(token)
+    }
+
+    /// Rotates a refresh token: in one transaction the presented token is revoked (atomically,
+    /// `UPDATE … WHERE revoked = FALSE … RETURNING`) and a successor for the same grant and data,
+    /// valid until `expires_at`, is inserted.
+    ///
+    /// A token already rotated or revoked: `Reused { grant_id }` (the OAuth security BCP: revoke
+    /// the grant). Another client's token: `WrongClient` (not consumed). Also `Unknown`,
+    /// `Expired`.
+    pub async fn rotate_refresh_token<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<RotatedRefreshToken<T>, RedeemError> {
+        let token_hash = hash_secret(token);
+        let mut tx = self.pool.begin().await?;
+        let won = sqlx::query(
+            "UPDATE refresh_tokens SET revoked = TRUE \
+             WHERE token_hash = $1 AND client_id = $2 AND revoked = FALSE AND expires_at > $3 \
+             RETURNING grant_id, data",
+        )
+        .bind(&token_hash)
+        .bind(client_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = won {
+            let grant_id: String = row.try_get("grant_id")?;
+            let data: String = row.try_get("data")?;
+            let successor = random_id().map_err(RedeemError::Store)?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens \
+                 (token_hash, grant_id, client_id, data, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(hash_secret(&successor))
+            .bind(&grant_id)
+            .bind(client_id)
+            .bind(&data)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(RotatedRefreshToken {
+                refresh_token: successor,
+                grant_id,
+                data: serde_json::from_str(&data)?,
+                expires_at,
+            });
+        }
+        tx.rollback().await?;
+        // Not rotated: say why. This read decides nothing; the UPDATE above already did.
+        let row = sqlx::query(
+            "SELECT client_id, grant_id, expires_at, revoked FROM refresh_tokens \
+             WHERE token_hash = $1",
+        )
+        .bind(&token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(RedeemError::Unknown);
+        };
+        let owner: String = row.try_get("client_id")?;
+        let revoked: bool = row.try_get("revoked")?;
+        let expires: i64 = row.try_get("expires_at")?;
+        Err(if owner != client_id {
+            RedeemError::WrongClient
+        } else if revoked {
+            RedeemError::Reused {
+                grant_id: row.try_get("grant_id")?,
+            }
+        } else if expires <= now {
+            RedeemError::Expired
+        } else {
+            RedeemError::Unknown
+        })
+    }
+
+    /// The stored refresh token (for introspection), whatever its state; `None` if unknown.
+    pub async fn get_refresh_token<T: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<Option<RefreshTokenRecord<T>>> {
+        let row = sqlx::query(
+            "SELECT grant_id, client_id, data, created_at, expires_at, revoked \
+             FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(hash_secret(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let data: String = r.try_get("data")?;
+        Ok(Some(RefreshTokenRecord {
+            grant_id: r.try_get("grant_id")?,
+            client_id: r.try_get("client_id")?,
+            data: serde_json::from_str(&data)?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+            revoked: r.try_get("revoked")?,
+        }))
+    }
+
+    /// RFC 7009: revokes the refresh token if it belongs to `client_id`; returns its grant_id
+    /// (the caller should then [`Store::revoke_grant`] to take the grant's access tokens down
+    /// too). `None` if unknown or another client's. Idempotent.
+    pub async fn revoke_refresh_token(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "UPDATE refresh_tokens SET revoked = TRUE WHERE token_hash = $1 AND client_id = $2 \
+             RETURNING grant_id",
+        )
+        .bind(hash_secret(token))
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get("grant_id"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Revokes everything issued under a grant (refresh tokens, access tokens, codes not yet
+    /// redeemed), in one transaction. Counts only rows not already revoked.
+    pub async fn revoke_grant(&self, grant_id: &str) -> Result<RevokedCounts> {
+        let mut tx = self.pool.begin().await?;
+        let refresh_tokens = sqlx::query(
+            "UPDATE refresh_tokens SET revoked = TRUE WHERE grant_id = $1 AND revoked = FALSE",
+        )
+        .bind(grant_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let access_tokens = sqlx::query(
+            "UPDATE access_tokens SET revoked = TRUE WHERE grant_id = $1 AND revoked = FALSE",
+        )
+        .bind(grant_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let codes = sqlx::query(
+            "UPDATE authorization_codes SET used = TRUE WHERE grant_id = $1 AND used = FALSE",
+        )
+        .bind(grant_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(RevokedCounts {
+            refresh_tokens,
+            access_tokens,
+            codes,
+        })
+    }
+
+    /// Records an access token by its jti (the JWT's `jti` claim).
+    pub async fn insert_access_token<T: Serialize>(
+        &self,
+        jti: &str,
+        client_id: &str,
+        grant_id: Option<&str>,
+        data: &T,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO access_tokens (jti, client_id, grant_id, data, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(jti)
+        .bind(client_id)
+        .bind(grant_id)
+        .bind(serde_json::to_string(data)?)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The access token with this jti, whatever its state (see `is_active`); `None` if unknown.
+    pub async fn get_access_token<T: DeserializeOwned>(
+        &self,
+        jti: &str,
+    ) -> Result<Option<AccessTokenRecord<T>>> {
+        let row = sqlx::query(
+            "SELECT jti, client_id, grant_id, data, expires_at, revoked \
+             FROM access_tokens WHERE jti = $1",
+        )
+        .bind(jti)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let data: String = r.try_get("data")?;
+        Ok(Some(AccessTokenRecord {
+            jti: r.try_get("jti")?,
+            client_id: r.try_get("client_id")?,
+            grant_id: r.try_get("grant_id")?,
+            data: serde_json::from_str(&data)?,
+            expires_at: r.try_get("expires_at")?,
+            revoked: r.try_get("revoked")?,
+        }))
+    }
+
+    /// Revokes one access token; `true` if it exists (revoked now or before).
+    pub async fn revoke_access_token(&self, jti: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE access_tokens SET revoked = TRUE WHERE jti = $1")
+            .bind(jti)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::temp_store;
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[tokio::test]
+    async fn rotation_is_single_use_and_replay_reports_the_grant() {
+        let (store, _dir) = temp_store().await;
+        let data = json!({"sub": "u1", "scope": "openid accounts"});
+        let t0 = store
+            .issue_refresh_token("g1", "c1", &data, 1000, 5000)
+            .await
+            .unwrap();
+        let stored: String = sqlx::query_scalar("SELECT token_hash FROM refresh_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_ne!(stored, t0);
+
+        let r1 = store
+            .rotate_refresh_token::<Value>(&t0, "c1", 1100, 6000)
+            .await
+            .unwrap();
+        assert_eq!(r1.grant_id, "g1");
+        assert_eq!(r1.data, data);
+        assert_eq!(r1.expires_at, 6000);
+        assert_ne!(r1.refresh_token, t0);
+
+        // The old one again: a replay.
+        match store
+            .rotate_refresh_token::<Value>(&t0, "c1", 1200, 6000)
+            .await
+        {
+            Err(RedeemError::Reused { grant_id }) => assert_eq!(grant_id, "g1"),
+            other => panic!("expected Reused, got {other:?}"),
+        }
+        // The successor still works (until the caller revokes the grant) …
+        let r2 = store
+            .rotate_refresh_token::<Value>(&r1.refresh_token, "c1", 1300, 7000)
+            .await
+            .unwrap();
+        // … and after revoke_grant nothing of the grant does.
+        let counts = store.revoke_grant("g1").await.unwrap();
+        assert_eq!(counts.refresh_tokens, 1);
+        assert!(matches!(
+            store
+                .rotate_refresh_token::<Value>(&r2.refresh_token, "c1", 1400, 8000)
+                .await,
+            Err(RedeemError::Reused { .. })
+        ));
+        let rec = store
+            .get_refresh_token::<Value>(&r2.refresh_token)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rec.revoked);
+        assert!(!rec.is_active(1400));
+        assert_eq!(rec.created_at, 1300);
+    }
+
+    #[tokio::test]
+    async fn refresh_expired_unknown_wrong_client() {
+        let (store, _dir) = temp_store().await;
+        let t = store
+            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .rotate_refresh_token::<Value>("nope", "c1", 1, 10)
+                .await,
+            Err(RedeemError::Unknown)
+        ));
+        assert!(matches!(
+            store.rotate_refresh_token::<Value>(&t, "c2", 1, 10).await,
+            Err(RedeemError::WrongClient)
+        ));
+        assert!(matches!(
+            store
+                .rotate_refresh_token::<Value>(&t, "c1", 5000, 9000)
+                .await,
+            Err(RedeemError::Expired)
+        ));
+        // None of those consumed it.
+        assert!(
+            store
+                .rotate_refresh_token::<Value>(&t, "c1", 4999, 9000)
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            store.get_refresh_token::<Value>("nope").await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rotations_one_winner_one_successor() {
+        let (store, _dir) = temp_store().await;
+        let t = store
+            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (s, t) = (store.clone(), t.clone());
+            tasks.push(tokio::spawn(async move {
+                s.rotate_refresh_token::<Value>(&t, "c1", 1, 9000).await
+            }));
+        }
+        let (mut ok, mut reused) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(RedeemError::Reused { .. }) => reused += 1,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!((ok, reused), (1, 19));
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    #[tokio::test]
+    async fn revoke_refresh_token_by_owner_only() {
+        let (store, _dir) = temp_store().await;
+        let t = store
+            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
+            .await
+            .unwrap();
+        assert_eq!(store.revoke_refresh_token(&t, "c2").await.unwrap(), None);
+        assert_eq!(
+            store.revoke_refresh_token("nope", "c1").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .revoke_refresh_token(&t, "c1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("g1")
+        );
+        assert!(matches!(
+            store.rotate_refresh_token::<Value>(&t, "c1", 1, 10).await,
+            Err(RedeemError::Reused { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn access_tokens_insert_get_revoke_and_by_grant() {
+        let (store, _dir) = temp_store().await;
+        let data = json!({"sub": "u1", "scope": "accounts", "cnf": {"x5t#S256": "abc"}});
+        store
+            .insert_access_token("j1", "c1", Some("g1"), &data, 2000)
+            .await
+            .unwrap();
+        store
+            .insert_access_token("j2", "c1", Some("g1"), &data, 2000)
+            .await
+            .unwrap();
+        store
+            .insert_access_token("j3", "c1", None, &data, 2000)
+            .await
+            .unwrap();
+        // A jti is a primary key.
+        assert!(
+            store
+                .insert_access_token("j1", "c1", None, &data, 2000)
+                .await
+                .is_err()
+        );
+
+        let j1 = store
+            .get_access_token::<Value>("j1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(j1.client_id, "c1");
+        assert_eq!(j1.grant_id.as_deref(), Some("g1"));
+        assert_eq!(j1.data, data);
+        assert!(j1.is_active(1999));
+        assert!(!j1.is_active(2000));
+        assert_eq!(store.get_access_token::<Value>("nope").await.unwrap(), None);
+
+        assert!(store.revoke_access_token("j1").await.unwrap());
+        assert!(!store.revoke_access_token("nope").await.unwrap());
+        let j1 = store
+            .get_access_token::<Value>("j1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(j1.revoked && !j1.is_active(1000));
+
+        let counts = store.revoke_grant("g1").await.unwrap();
+        assert_eq!(counts.access_tokens, 1); // j1 was already revoked
+        assert!(
+            store
+                .get_access_token::<Value>("j2")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked
+        );
+        assert!(
+            !store
+                .get_access_token::<Value>("j3")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked
+        );
+    }
+
+    #[tokio::test]
+    async fn reused_code_revokes_the_grant_end_to_end() {
+        use super::super::AuthorizationGrant;
+        let (store, _dir) = temp_store().await;
+        let issued = store
+            .issue_code("c1", &AuthorizationGrant::default(), 1060)
+            .await
+            .unwrap();
+        let first = store
+            .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1000)
+            .await
+            .unwrap();
+        let rt = store
+            .issue_refresh_token(&first.grant_id, "c1", &first.data, 1000, 9000)
+            .await
+            .unwrap();
+        store
+            .insert_access_token("at1", "c1", Some(&first.grant_id), &json!({}), 2000)
+            .await
+            .unwrap();
+        let Err(RedeemError::Reused { grant_id }) = store
+            .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1001)
+            .await
+        else {
+            panic!("expected Reused");
+        };
+        let counts = store.revoke_grant(&grant_id).await.unwrap();
+        assert_eq!(
+            counts,
+            RevokedCounts {
+                refresh_tokens: 1,
+                access_tokens: 1,
+                codes: 0
+            }
+        );
+        assert!(
+            store
+                .rotate_refresh_token::<Value>(&rt, "c1", 1002, 9000)
+                .await
+                .is_err()
+        );
+        assert!(
+            !store
+                .get_access_token::<Value>("at1")
+                .await
+                .unwrap()
+                .unwrap()
+                .is_active(1002)
+        );
+    }
+}
