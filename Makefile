@@ -45,14 +45,18 @@ lint: deps
 
 DEV_ENV := SOFTHSM2_CONF=$(DEV_HSM)/softhsm2.conf STRONGROOM_CONFIG=config/dev.toml
 
-## run: a development token and database under dev-hsm/ (git-ignored), its keys, their status
+## run: the server on https://localhost:8443 (mTLS on 8444), with a development token and
+## database under dev-hsm/ (git-ignored); Ctrl-C stops it
 run: deps $(DEV_HSM)/softhsm2.conf
 	$(CARGO) build --release -p strongroom-server
-	$(DEV_ENV) target/release/strongroom hsm status
 	$(DEV_ENV) target/release/strongroom keys ensure
 	$(DEV_ENV) target/release/strongroom keys list
 	@echo
-	@echo "Try: $(DEV_ENV) target/release/strongroom keys rotate --purpose id_token" | tr -s '\t ' ' '
+	@echo "Try:  curl -k https://localhost:8443/.well-known/openid-configuration"
+	@echo "      curl -k https://localhost:8443/jwks"
+	@echo "      $(DEV_ENV) target/release/strongroom keys rotate --purpose id_token" | tr -s '\t ' ' '
+	@echo
+	$(DEV_ENV) target/release/strongroom serve
 
 $(DEV_HSM)/softhsm2.conf:
 	bash softhsm-config/create-token.sh $(DEV_HSM) $(DEV_LABEL) >/dev/null
