@@ -34,6 +34,10 @@ pub struct ServerConfig {
     pub mtls_listen: String,
     /// The base URL of the mTLS listener, as clients reach it.
     pub mtls_base_url: String,
+    /// PEM file of the CAs trusted for tls_client_auth; none: only self-signed mTLS clients.
+    pub client_ca_file: Option<PathBuf>,
+    /// Lifetime of access tokens; at most keys.max_token_lifetime_seconds.
+    pub access_token_lifetime_seconds: i64,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8443".into(),
             mtls_listen: "127.0.0.1:8444".into(),
             mtls_base_url: "https://localhost:8444".into(),
+            client_ca_file: None,
+            access_token_lifetime_seconds: 600,
         }
     }
 }

@@ -45,6 +45,11 @@ enum Command {
     },
     /// Run the authorization server.
     Serve,
+    /// Registered clients.
+    Clients {
+        #[command(subcommand)]
+        command: cli::clients::ClientsCommand,
+    },
     /// Keys by purpose: list, rotate, retire, destroy.
     Keys {
         #[command(subcommand)]
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
             Command::Hsm { command } => cli::hsm::run(&config, command),
             Command::Keys { command } => cli::keys::run(&config, command),
             Command::Serve => cli::serve::run(&config),
+            Command::Clients { command } => cli::clients::run(&config, command),
             Command::HsmWorker => Ok(()),
         }),
     };

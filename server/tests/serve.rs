@@ -17,7 +17,7 @@ use serde_json::Value;
 
 struct Server {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     port: u16,
     mtls_port: u16,
 }
@@ -79,7 +79,7 @@ tls_self_signed_names = ["localhost"]
     assert!(line.contains("serving"), "server did not start: {line:?}");
     Server {
         child,
-        _dir: dir,
+        dir,
         port,
         mtls_port,
     }
@@ -87,16 +87,31 @@ tls_self_signed_names = ["localhost"]
 
 /// GET over HTTPS with OpenSSL (HTTP/1.1, Connection: close); returns (status line, headers, body).
 fn get(port: u16, path: &str) -> (String, String, String) {
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// POST a form over HTTPS.
+fn post_form(port: u16, path: &str, body: &str) -> (String, String, String) {
+    request(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn request(port: u16, raw_request: &str) -> (String, String, String) {
     let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
     // The self-signed development certificate: what is checked here is the HTTP layer.
     connector.set_verify(SslVerifyMode::NONE);
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut tls = connector.build().connect("localhost", tcp).unwrap();
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    tls.write_all(raw_request.as_bytes()).unwrap();
     let mut raw = String::new();
     tls.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
@@ -163,4 +178,160 @@ fn serves_jwks_and_discovery_over_tls_on_both_listeners_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// Registers a private_key_jwt client (RSA key made with OpenSSL) through the CLI, as an
+/// operator would; returns its client_id and the key to sign assertions with.
+fn register_client(server: &Server) -> (String, jsonwebtoken::EncodingKey) {
+    use base64::Engine as _;
+    let b64 = |b: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let jwk = serde_json::json!({
+        "kty": "RSA", "kid": "client-key-1", "use": "sig", "alg": "PS256",
+        "n": b64(rsa.n().to_vec()), "e": b64(rsa.e().to_vec()),
+    });
+    let metadata = serde_json::json!({
+        "client_name": "test client",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [jwk]},
+        "grant_types": ["client_credentials"],
+        "scope": "accounts payments",
+    });
+    let file = server.dir.path().join("client.json");
+    std::fs::write(&file, metadata.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args([
+            "--config",
+            server.dir.path().join("strongroom.toml").to_str().unwrap(),
+        ])
+        .args(["clients", "create", "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap());
+    (created["client_id"].as_str().unwrap().to_owned(), key)
+}
+
+fn assertion(client_id: &str, aud: &str, key: &jsonwebtoken::EncodingKey, jti: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
+    header.kid = Some("client-key-1".into());
+    let claims = serde_json::json!({"iss": client_id, "sub": client_id, "aud": aud, "exp": now + 60, "iat": now, "jti": jti});
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+fn error_code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body)
+        .unwrap_or_else(|_| panic!("not an OAuth error object: {body:?}"));
+    assert!(v["error_description"].is_string(), "{body}");
+    v["error"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn client_credentials_with_private_key_jwt_and_the_errors_around_it() {
+    let server = start();
+    let (client_id, key) = register_client(&server);
+    let issuer = format!("https://localhost:{}", server.port);
+    let form = |a: &str, extra: &str| {
+        format!(
+            "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a}{extra}"
+        )
+    };
+
+    let a1 = assertion(&client_id, &format!("{issuer}/token"), &key, "jti-1");
+    let (status, headers, body) = post_form(server.port, "/token", &form(&a1, "&scope=accounts"));
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(headers.contains("cache-control: no-store"), "{headers}");
+    let resp: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(resp["token_type"], "Bearer");
+    assert_eq!(resp["scope"], "accounts");
+    let token = resp["access_token"].as_str().unwrap();
+
+    // The access token verifies against the served JWKS with an independent JOSE library.
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&get(server.port, "/jwks").2).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid in the JWKS");
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[issuer.as_str()]);
+    validation.set_issuer(&[issuer.as_str()]);
+    let claims = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["client_id"], client_id.as_str());
+    assert_eq!(claims["sub"], client_id.as_str());
+    assert_eq!(claims["scope"], "accounts");
+    assert!(claims["jti"].is_string() && claims.get("cnf").is_none());
+
+    // Replayed assertion: 401 invalid_client with a challenge.
+    let (status, headers, body) = post_form(server.port, "/token", &form(&a1, ""));
+    assert!(status.contains("401"), "{status}");
+    assert!(headers.contains("www-authenticate"), "{headers}");
+    assert_eq!(error_code(&body), "invalid_client");
+
+    // alg none, wrong audience, unknown client, scope not allowed, unsupported grant.
+    let none = {
+        use base64::Engine as _;
+        let e = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            e(serde_json::json!({"alg": "none"})),
+            e(
+                serde_json::json!({"iss": client_id, "sub": client_id, "aud": issuer, "exp": 9_999_999_999u64, "jti": "n"})
+            )
+        )
+    };
+    assert_eq!(
+        error_code(&post_form(server.port, "/token", &form(&none, "")).2),
+        "invalid_client"
+    );
+    let wrong_aud = assertion(&client_id, "https://elsewhere.example", &key, "jti-2");
+    assert_eq!(
+        error_code(&post_form(server.port, "/token", &form(&wrong_aud, "")).2),
+        "invalid_client"
+    );
+    let stranger = assertion("no-such-client", &issuer, &key, "jti-3");
+    assert_eq!(
+        error_code(&post_form(server.port, "/token", &form(&stranger, "")).2),
+        "invalid_client"
+    );
+    let a4 = assertion(&client_id, &issuer, &key, "jti-4");
+    let (status, _, body) = post_form(server.port, "/token", &form(&a4, "&scope=admin"));
+    assert!(status.contains("400"));
+    assert_eq!(error_code(&body), "invalid_scope");
+    let a5 = assertion(&client_id, &issuer, &key, "jti-5");
+    let body = format!(
+        "grant_type=password&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a5}"
+    );
+    assert_eq!(
+        error_code(&post_form(server.port, "/token", &body).2),
+        "unsupported_grant_type"
+    );
+
+    // Malformed, repeated-parameter and oversized bodies: OAuth error objects too.
+    let (status, _, body) = post_form(
+        server.port,
+        "/token",
+        "grant_type=client_credentials&grant_type=x",
+    );
+    assert!(status.contains("400"));
+    assert_eq!(error_code(&body), "invalid_request");
+    let (status, _, body) = post_form(server.port, "/token", &"a=b&".repeat(30_000));
+    assert!(status.contains("413"), "{status}");
+    assert_eq!(error_code(&body), "invalid_request");
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use strongroom_keystore::hsm::{SigningPool, Token};
 use strongroom_keystore::tls::{OptionalClientCert, server_config};
-use strongroom_keystore::{KeyPurpose, KeyStore, Store, SystemClock};
+use strongroom_keystore::{KeyPurpose, KeyStore, Store as KeyTable, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -25,14 +25,14 @@ async fn serve(config: &Config) -> Result<(), String> {
     let token = Token::open(&config.token_config()?).map_err(|e| err(&e))?;
     let program = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let pool = SigningPool::start(&token, config.pool_config(program)?).map_err(|e| err(&e))?;
-    let store = Store::open(&config.database_url)
+    let key_table = KeyTable::open(&config.database_url)
         .await
         .map_err(|e| err(&e))?;
     let ks_config = config.keystore_config(&token)?;
     let keystore = KeyStore::open(
         token,
         Arc::new(pool),
-        store,
+        key_table,
         ks_config,
         Arc::new(SystemClock),
     )
@@ -55,9 +55,35 @@ async fn serve(config: &Config) -> Result<(), String> {
     let keystore = Arc::new(keystore);
     // Refreshes the key table and runs scheduled rotations for as long as the server runs.
     let maintenance = keystore.spawn_maintenance();
+    let store = crate::store::Store::open(&config.database_url)
+        .await
+        .map_err(|e| err(&e))?;
+    let client_ca = match &config.server.client_ca_file {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(
+                crate::client_auth::ClientCaBundle::from_pem(&pem)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    if config.server.access_token_lifetime_seconds > config.keys.max_token_lifetime_seconds {
+        return Err(
+            "server.access_token_lifetime_seconds exceeds keys.max_token_lifetime_seconds: \
+                    retired keys would leave the JWKS while their tokens are still valid"
+                .into(),
+        );
+    }
     let state = Arc::new(AppState {
         issuer: config.server.issuer.trim_end_matches('/').to_owned(),
+        mtls_base_url: config.server.mtls_base_url.trim_end_matches('/').to_owned(),
         keystore,
+        store,
+        client_ca,
+        access_token_lifetime: config.server.access_token_lifetime_seconds,
+        clock_skew: config.keys.clock_skew_seconds,
     });
     let app = endpoints::router(state.clone());
     let listener = TcpListener::bind(&config.server.listen)

@@ -20,6 +20,12 @@ pub async fn openid_configuration(
     axum::Json(json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/jwks"),
+        "token_endpoint": format!("{issuer}/token"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported":
+            ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
+        "token_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],
+        "mtls_endpoint_aliases": { "token_endpoint": format!("{}/token", state.mtls_base_url) },
         "id_token_signing_alg_values_supported": [id_token_alg],
         "subject_types_supported": ["public"],
         "tls_client_certificate_bound_access_tokens": true,

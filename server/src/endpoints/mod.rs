@@ -2,11 +2,12 @@
 
 pub mod discovery;
 pub mod jwks;
+pub mod token;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::state::AppState;
 
@@ -18,5 +19,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(discovery::openid_configuration),
         )
         .route("/jwks", get(jwks::jwks))
+        .route("/token", post(token::token))
         .with_state(state)
 }
