@@ -38,7 +38,14 @@ fn free_port() -> u16 {
 }
 
 fn start() -> Server {
+    start_with("", |_| {})
+}
+
+/// Starts the server; `extra_server_config` goes into the [server] table (`@DIR@` is the
+/// server's directory), and `prepare` may write files there first.
+fn start_with(extra_server_config: &str, prepare: impl FnOnce(&std::path::Path)) -> Server {
     let dir = strongroom_testkit::create_token("serve-test");
+    prepare(dir.path());
     let (port, mtls_port) = (free_port(), free_port());
     let config = dir.path().join("strongroom.toml");
     std::fs::write(
@@ -51,6 +58,7 @@ issuer = "https://localhost:{port}"
 listen = "127.0.0.1:{port}"
 mtls_listen = "127.0.0.1:{mtls_port}"
 mtls_base_url = "https://localhost:{mtls_port}"
+{extra}
 [hsm]
 module = "{module}"
 token_label = "serve-test"
@@ -62,6 +70,7 @@ tls_self_signed_names = ["localhost"]
             db = dir.path().join("strongroom.db").display(),
             module = strongroom_testkit::module_path().display(),
             pin = dir.path().join("user-pin").display(),
+            extra = extra_server_config.replace("@DIR@", &dir.path().display().to_string()),
         ),
     )
     .unwrap();
@@ -106,14 +115,32 @@ fn post_form(port: u16, path: &str, body: &str) -> (String, String, String) {
 }
 
 fn request(port: u16, raw_request: &str) -> (String, String, String) {
+    request_as(port, raw_request, None)
+}
+
+type Identity<'a> = Option<(
+    &'a openssl::x509::X509,
+    &'a openssl::pkey::PKey<openssl::pkey::Private>,
+)>;
+
+/// A request with an optional client certificate (for the mTLS listener).
+fn request_as(port: u16, raw_request: &str, identity: Identity<'_>) -> (String, String, String) {
     let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
     // The self-signed development certificate: what is checked here is the HTTP layer.
     connector.set_verify(SslVerifyMode::NONE);
+    if let Some((cert, key)) = identity {
+        connector.set_certificate(cert).unwrap();
+        connector.set_private_key(key).unwrap();
+    }
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut tls = connector.build().connect("localhost", tcp).unwrap();
-    tls.write_all(raw_request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    tls.read_to_string(&mut raw).unwrap();
+    // A server may answer (413) and close before an oversized body is fully written: the
+    // write then fails, and the answer is still there to read.
+    let _ = tls.write_all(raw_request.as_bytes());
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    assert!(!raw.is_empty(), "no response");
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let (status, headers) = head.split_once("\r\n").unwrap();
     (
@@ -334,4 +361,191 @@ fn client_credentials_with_private_key_jwt_and_the_errors_around_it() {
     let (status, _, body) = post_form(server.port, "/token", &"a=b&".repeat(30_000));
     assert!(status.contains("413"), "{status}");
     assert_eq!(error_code(&body), "invalid_request");
+}
+
+/// A key and a certificate for it, signed by `issuer` (or self-signed when `None`).
+fn certificate(
+    cn: &str,
+    issuer: Option<(
+        &openssl::x509::X509,
+        &openssl::pkey::PKey<openssl::pkey::Private>,
+    )>,
+    ca: bool,
+) -> (
+    openssl::x509::X509,
+    openssl::pkey::PKey<openssl::pkey::Private>,
+) {
+    use openssl::asn1::Asn1Time;
+    use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("O", "Test Bank").unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = openssl::x509::X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let serial = openssl::bn::BigNum::from_u32(rand_serial())
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(issuer.map_or(&name, |(c, _)| c.subject_name()))
+        .unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    if ca {
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap())
+            .unwrap();
+    } else {
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
+            .unwrap();
+    }
+    b.sign(
+        issuer.map_or(&key, |(_, k)| k),
+        openssl::hash::MessageDigest::sha256(),
+    )
+    .unwrap();
+    (b.build(), key)
+}
+
+fn rand_serial() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        | 1
+}
+
+fn create_client(server: &Server, metadata: &Value) -> String {
+    let file = server.dir.path().join("client.json");
+    std::fs::write(&file, metadata.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args([
+            "--config",
+            server.dir.path().join("strongroom.toml").to_str().unwrap(),
+        ])
+        .args(["clients", "create", "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["client_id"].as_str().unwrap().to_owned()
+}
+
+fn post_form_as(port: u16, body: &str, identity: Identity<'_>) -> (String, String, String) {
+    let raw = format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    request_as(port, &raw, identity)
+}
+
+/// The `cnf.x5t#S256` claim of an access token, read without verification (the signature is
+/// checked in the private_key_jwt test): base64url(SHA-256(certificate DER)).
+fn cnf_of(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["cnf"]["x5t#S256"].as_str().map(str::to_owned)
+}
+
+fn thumbprint(cert: &openssl::x509::X509) -> String {
+    use base64::Engine as _;
+    let digest = openssl::sha::sha256(&cert.to_der().unwrap());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
+#[test]
+fn mtls_clients_get_certificate_bound_tokens_on_the_mtls_listener_only() {
+    use base64::Engine as _;
+    let b64 = |b: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    // A CA for tls_client_auth, written where the server's config says.
+    let (ca, ca_key) = certificate("Test Bank Client CA", None, true);
+    let ca_pem = ca.to_pem().unwrap();
+    let server = start_with("client_ca_file = \"@DIR@/client-ca.pem\"", |dir| {
+        std::fs::write(dir.join("client-ca.pem"), &ca_pem).unwrap();
+    });
+
+    // self_signed_tls_client_auth: the certificate's key is in the client's JWKS.
+    let (self_cert, self_key) = certificate("self-signed client", None, false);
+    let rsa = self_key.rsa().unwrap();
+    let self_id = create_client(
+        &server,
+        &serde_json::json!({
+            "token_endpoint_auth_method": "self_signed_tls_client_auth",
+            "jwks": {"keys": [{"kty": "RSA", "n": b64(rsa.n().to_vec()), "e": b64(rsa.e().to_vec())}]},
+            "tls_client_certificate_bound_access_tokens": true,
+            "grant_types": ["client_credentials"],
+        }),
+    );
+    let body = format!("grant_type=client_credentials&client_id={self_id}");
+    let (status, _, resp) = post_form_as(server.mtls_port, &body, Some((&self_cert, &self_key)));
+    assert!(status.contains("200"), "{status} {resp}");
+    let token: Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(
+        cnf_of(token["access_token"].as_str().unwrap()),
+        Some(thumbprint(&self_cert))
+    );
+    // Without a certificate (the main listener never asks for one): refused.
+    let (status, _, resp) = post_form_as(server.port, &body, None);
+    assert!(status.contains("401"), "{status} {resp}");
+    assert_eq!(error_code(&resp), "invalid_client");
+    // Another certificate: refused.
+    let (other_cert, other_key) = certificate("someone else", None, false);
+    let (status, _, resp) = post_form_as(server.mtls_port, &body, Some((&other_cert, &other_key)));
+    assert!(status.contains("401"), "{status} {resp}");
+    assert_eq!(error_code(&resp), "invalid_client");
+
+    // tls_client_auth: a certificate from the configured CA with the registered subject DN.
+    let (ca_cert, ca_cert_key) = certificate("payments-client", Some((&ca, &ca_key)), false);
+    let pki_id = create_client(
+        &server,
+        &serde_json::json!({
+            "token_endpoint_auth_method": "tls_client_auth",
+            "tls_client_auth_subject_dn": "CN=payments-client,O=Test Bank",
+            "tls_client_certificate_bound_access_tokens": true,
+            "grant_types": ["client_credentials"],
+        }),
+    );
+    let body = format!("grant_type=client_credentials&client_id={pki_id}");
+    let (status, _, resp) = post_form_as(server.mtls_port, &body, Some((&ca_cert, &ca_cert_key)));
+    assert!(status.contains("200"), "{status} {resp}");
+    let token: Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(
+        cnf_of(token["access_token"].as_str().unwrap()),
+        Some(thumbprint(&ca_cert))
+    );
+    // The same DN on a self-signed certificate (not from the CA): refused.
+    let (status, _, resp) = post_form_as(server.mtls_port, &body, Some((&self_cert, &self_key)));
+    assert!(status.contains("401"), "{status} {resp}");
+    // A certificate from the CA for another subject: refused.
+    let (wrong_subject, wrong_key) = certificate("other-client", Some((&ca, &ca_key)), false);
+    let (status, _, resp) =
+        post_form_as(server.mtls_port, &body, Some((&wrong_subject, &wrong_key)));
+    assert!(status.contains("401"), "{status} {resp}");
+    assert_eq!(error_code(&resp), "invalid_client");
 }
