@@ -15,6 +15,25 @@ use crate::error::{Error, Result};
 use crate::lifecycle::KeyRecord;
 use crate::purpose::{KeyAlg, KeyPurpose};
 
+/// Opens a pool on the SQLite database at `url` (`sqlite://path` or `sqlite::memory:`),
+/// creating the file if missing. The server shares one such pool between the key table and its
+/// own tables.
+pub async fn connect(url: &str) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        // WAL: readers never block the writer, and several processes can share one file.
+        .journal_mode(SqliteJournalMode::Wal)
+        // Writers queue for the lock instead of failing with SQLITE_BUSY.
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    // An in-memory database exists once per connection: keep exactly one.
+    let max = if url.contains(":memory:") { 1 } else { 4 };
+    Ok(SqlitePoolOptions::new()
+        .max_connections(max)
+        .connect_with(options)
+        .await?)
+}
+
 /// The key-metadata database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -22,23 +41,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`)
-    /// and brings its schema up to date.
+    /// Opens (creating if missing) the database at `url` (see [`connect`]) and brings its
+    /// schema up to date.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            // WAL lets several server processes share one SQLite file; writers wait for each
-            // other instead of failing.
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        // An in-memory database exists once per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(options)
-            .await?;
-        Self::from_pool(pool).await
+        Self::from_pool(connect(url).await?).await
     }
 
     /// Uses an existing pool (the server shares its own) and migrates the keystore's tables.

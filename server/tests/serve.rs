@@ -224,24 +224,9 @@ fn register_client(server: &Server) -> (String, jsonwebtoken::EncodingKey) {
         "grant_types": ["client_credentials"],
         "scope": "accounts payments",
     });
-    let file = server.dir.path().join("client.json");
-    std::fs::write(&file, metadata.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args([
-            "--config",
-            server.dir.path().join("strongroom.toml").to_str().unwrap(),
-        ])
-        .args(["clients", "create", "--file", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let client_id = create_client(server, &metadata);
     let key = jsonwebtoken::EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap());
-    (created["client_id"].as_str().unwrap().to_owned(), key)
+    (client_id, key)
 }
 
 fn assertion(client_id: &str, aud: &str, key: &jsonwebtoken::EncodingKey, jti: &str) -> String {

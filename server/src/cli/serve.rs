@@ -25,9 +25,11 @@ async fn serve(config: &Config) -> Result<(), String> {
     let token = Token::open(&config.token_config()?).map_err(|e| err(&e))?;
     let program = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let pool = SigningPool::start(&token, config.pool_config(program)?).map_err(|e| err(&e))?;
-    let key_table = KeyTable::open(&config.database_url)
+    // One pool for the key table and the server's tables.
+    let db = strongroom_keystore::store::connect(&config.database_url)
         .await
         .map_err(|e| err(&e))?;
+    let key_table = KeyTable::from_pool(db.clone()).await.map_err(|e| err(&e))?;
     let ks_config = config.keystore_config(&token)?;
     let keystore = KeyStore::open(
         token,
@@ -55,7 +57,7 @@ async fn serve(config: &Config) -> Result<(), String> {
     let keystore = Arc::new(keystore);
     // Refreshes the key table and runs scheduled rotations for as long as the server runs.
     let maintenance = keystore.spawn_maintenance();
-    let store = crate::store::Store::open(&config.database_url)
+    let store = crate::store::Store::from_pool(db)
         .await
         .map_err(|e| err(&e))?;
     let client_ca = match &config.server.client_ca_file {

@@ -19,13 +19,10 @@ mod par;
 mod tokens;
 mod users;
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 
 use crate::error::OAuthError;
 
@@ -144,19 +141,12 @@ impl Store {
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`),
     /// in WAL mode with a busy timeout, and brings the server's schema up to date.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            // WAL: readers never block the writer; several processes can share the file.
-            .journal_mode(SqliteJournalMode::Wal)
-            // Writers queue for the lock instead of failing with SQLITE_BUSY.
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        // An in-memory database exists once per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(options)
-            .await?;
+        let pool = strongroom_keystore::store::connect(url)
+            .await
+            .map_err(|e| match e {
+                strongroom_keystore::Error::Database(e) => StoreError::Db(e),
+                other => StoreError::Db(sqlx::Error::Configuration(other.to_string().into())),
+            })?;
         Self::from_pool(pool).await
     }
 
