@@ -108,9 +108,13 @@ pub enum Error {
     #[error("the HSM signing pool is closed")]
     PoolClosed,
 
-    /// Starting or talking to a worker process failed.
+    /// Starting or talking to a worker process failed (the pipe, not the token).
     #[error("HSM worker process: {0}")]
     Worker(String),
+
+    /// The token refused an operation a worker process ran; the process itself is healthy.
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl Error {

@@ -51,9 +51,11 @@ impl PinSource {
         if s.starts_with('/') {
             return Ok(PinSource::File(PathBuf::from(s)));
         }
-        Err(Error::Uri(format!(
-            "pin-source must be env:NAME or file:/path, got {s:?}"
-        )))
+        // The value is not echoed: an operator who wrote the PIN itself here must not see it in
+        // a log.
+        Err(Error::Uri(
+            "pin-source must be env:NAME or file:/path".into(),
+        ))
     }
 
     /// Reads the PIN now.

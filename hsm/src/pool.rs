@@ -450,17 +450,19 @@ impl Backend for Respawning {
             }
         };
         drop(requests);
-        if answers.iter().any(|a| matches!(a, Err(Error::Worker(_)))) {
-            // The pipe broke or the child misbehaved: never reuse it.
-            if self.process.take().is_some() {
-                self.restarts += 1;
-            }
-        }
+        // Only a broken pipe or a misbehaving child retires the process; what the token refused
+        // (a bad ciphertext, a missing key) is an answer like any other, and must cost no more
+        // time than a success, or a client could time the difference.
+        let broken = answers.iter().any(|a| matches!(a, Err(Error::Worker(_))));
         for (op, result) in ops.into_iter().zip(answers) {
             match op {
                 Op::Sign { reply, .. } => reply.send(result.map(|sig| sig.to_vec()), counters),
                 Op::Decrypt { reply, .. } => reply.send(result, counters),
             }
+        }
+        if broken && self.process.take().is_some() {
+            // Dropped after the replies went out: reaping a child may take a moment.
+            self.restarts += 1;
         }
     }
 }

@@ -75,7 +75,16 @@ impl Pkcs11Uri {
             let (name, value) = attr
                 .split_once('=')
                 .ok_or_else(|| Error::Uri(format!("query attribute {attr:?} has no '='")))?;
-            let value = utf8(name, percent_decode(value)?)?;
+            if name == "pin-value" {
+                return Err(Error::Uri(
+                    "pin-value is refused: give the PIN through pin-source (env: or file:)".into(),
+                ));
+            }
+            // Decoding errors never echo a pin-* value.
+            let value = utf8(
+                name,
+                percent_decode(value).map_err(|e| redact_pin(name, e))?,
+            )?;
             match name {
                 "module-path" => out.module_path = Some(PathBuf::from(value)),
                 "module-name" => out.module_name = Some(value),
@@ -108,6 +117,14 @@ impl Pkcs11Uri {
         .iter()
         .map(|d| PathBuf::from(d).join(&file))
         .find(|p| p.exists())
+    }
+}
+
+fn redact_pin(name: &str, e: Error) -> Error {
+    if name.starts_with("pin-") {
+        Error::Uri(format!("bad percent-encoding in {name}"))
+    } else {
+        e
     }
 }
 
@@ -180,5 +197,11 @@ mod tests {
         let e = Pkcs11Uri::parse("pkcs11:token=t?pin-value=1234").unwrap_err();
         assert!(e.to_string().contains("pin-source"));
         assert!(!e.to_string().contains("1234"));
+        let e = Pkcs11Uri::parse("pkcs11:token=t?pin-value=12%g4").unwrap_err();
+        assert!(!e.to_string().contains("12%g4"));
+        let e = Pkcs11Uri::parse("pkcs11:token=t?pin-source=12%g4").unwrap_err();
+        assert!(!e.to_string().contains("12%g4"));
+        let e = Pkcs11Uri::parse("pkcs11:token=t?pin-source=123456").unwrap_err();
+        assert!(!e.to_string().contains("123456"));
     }
 }

@@ -136,7 +136,8 @@ fn decode_response(body: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
                 KIND_BAD_PIN => Error::BadPin {
                     rv: crate::error::RvError::PinIncorrect,
                 },
-                _ => Error::Worker(message),
+                // What the token said, relayed: not a fault of the process or the pipe.
+                _ => Error::Remote(message),
             })
         }
         _ => Err(Error::Worker("malformed response frame".into())),
@@ -258,7 +259,16 @@ impl WorkerProcess {
         label: &str,
         pin: &Pin,
     ) -> Result<Self> {
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        // The PIN travels over the pipe only: drop any environment variable that holds it
+        // (STRONGROOM_HSM_PIN, or whichever variable the operator chose).
+        let pin_bytes = pin.expose_bytes();
+        for (name, value) in std::env::vars_os() {
+            if value.as_encoded_bytes() == pin_bytes.as_slice() {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -274,7 +284,6 @@ impl WorkerProcess {
             stdout,
         };
         let module_bytes = module.to_string_lossy().into_owned().into_bytes();
-        let pin_bytes = pin.expose_bytes();
         w.write(&[&module_bytes, &[0], label.as_bytes(), &[0], &pin_bytes])?;
         let reply = read_frame(&mut w.stdout)
             .map_err(|e| Error::Worker(format!("handshake: {e}")))?

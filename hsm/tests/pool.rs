@@ -329,6 +329,23 @@ async fn worker_processes_sign_decrypt_and_are_replaced_when_they_die() {
         Err(Error::InvalidInput(_))
     ));
 
+    // A ciphertext the token refuses (right length, not an OAEP block): an answer, not a fault.
+    // The worker process is not restarted, so a client cannot make the pool churn or time it.
+    let before = worker_children();
+    for _ in 0..5 {
+        let err = pool
+            .decrypt(&jwe_id, DecryptAlg::RsaOaep, &[0x42; 256])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Remote(_)), "{err:?}");
+    }
+    assert_eq!(pool.stats().recoveries, 0);
+    let mut after = worker_children();
+    let mut before_sorted = before.clone();
+    before_sorted.sort();
+    after.sort();
+    assert_eq!(after, before_sorted, "no worker process was replaced");
+
     // Kill every worker process: each next job either fails with a Worker error (it was sent to
     // the dead process) or succeeds on a new one; within a few jobs all succeed again.
     for pid in worker_children() {
