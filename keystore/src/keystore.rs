@@ -145,6 +145,8 @@ pub struct KeyStore {
 /// The TLS key being served, and the resolver that serves it.
 struct TlsState {
     kid: String,
+    /// The chain served, so that a renewed certificate for the same key is picked up too.
+    chain_pem: Option<String>,
     resolver: Arc<TlsCertResolver>,
 }
 
@@ -250,7 +252,12 @@ impl KeyStore {
     pub async fn refresh(&self) -> Result<()> {
         let set = KeySet::new(self.store.all().await?, self.config.policy.clone())?;
         self.snapshot.store(Arc::new(set));
-        self.follow_tls_rotation().await
+        // A TLS chain that cannot be served yet must not stop signing keys from rotating, nor
+        // the operator's commands: keep serving the current one and say why.
+        if let Err(e) = self.follow_tls_rotation().await {
+            tracing::error!(error = %e, "TLS keeps its current key: the active one cannot be served");
+        }
+        Ok(())
     }
 
     /// The key that signs new `purpose` work now. No lock, no query.
@@ -339,7 +346,12 @@ impl KeyStore {
                 .iter()
                 .any(|k| k.purpose == purpose && set.status(k, now).state == KeyState::Pending);
             if !has_active && !has_pending {
-                made.push(self.create_key(purpose, now, &set).await?);
+                match self.create_key(purpose, now, &set).await {
+                    Ok(k) => made.push(k),
+                    // Another instance made it at the same moment: its key is ours.
+                    Err(Error::Refused(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(made)
@@ -378,7 +390,17 @@ impl KeyStore {
         } else {
             now + self.config.policy.prepublication(purpose)
         };
-        let new_key = self.create_key(purpose, activates_at, &set).await?;
+        let mut new_key = self.create_key(purpose, activates_at, &set).await;
+        // An emergency must not give up because a scheduled rotation took the generation at the
+        // same moment: the compromised key would go on signing. Try the next generation.
+        for _ in 0..3 {
+            if !(emergency && matches!(new_key, Err(Error::Refused(_)))) {
+                break;
+            }
+            let set = self.snapshot();
+            new_key = self.create_key(purpose, activates_at, &set).await;
+        }
+        let new_key = new_key?;
         let mut consequences = Vec::new();
         if emergency {
             if let Some(old) = &previous {
@@ -513,17 +535,20 @@ impl KeyStore {
         if let Some(state) = self.tls.load().as_ref() {
             return Ok(state.resolver.clone());
         }
-        let (kid, certified) = self.active_certified_key().await?;
+        let (kid, chain_pem, certified) = self.active_certified_key().await?;
         let resolver = Arc::new(TlsCertResolver::new(certified));
         self.tls.store(Arc::new(Some(TlsState {
             kid,
+            chain_pem,
             resolver: resolver.clone(),
         })));
         Ok(resolver)
     }
 
     /// The active TLS key with its chain, checked and self-tested (one HSM signature).
-    async fn active_certified_key(&self) -> Result<(String, Arc<rustls::sign::CertifiedKey>)> {
+    async fn active_certified_key(
+        &self,
+    ) -> Result<(String, Option<String>, Arc<rustls::sign::CertifiedKey>)> {
         let now = self.clock.now();
         let set = self.snapshot();
         let key = set
@@ -536,6 +561,7 @@ impl KeyStore {
             ))
         })?;
         let chain = tls::parse_chain_pem(pem)?;
+        let chain_pem = Some(pem.to_owned());
         let public = set
             .public_key(&key.kid)
             .cloned()
@@ -550,34 +576,36 @@ impl KeyStore {
             tokio::task::spawn_blocking(move || tls::certified_key(pool, id, &public, chain, at))
                 .await
                 .map_err(|e| Error::Tls(format!("certificate check failed: {e}")))??;
-        Ok((kid, certified))
+        Ok((kid, chain_pem, certified))
     }
 
     /// Swaps the TLS resolver to the newly active key, if TLS is being served and the key changed.
     async fn follow_tls_rotation(&self) -> Result<()> {
-        let Some(state) = self
+        let Some((kid, chain_pem, resolver)) = self
             .tls
             .load_full()
             .as_ref()
             .as_ref()
-            .map(|s| (s.kid.clone(), s.resolver.clone()))
+            .map(|s| (s.kid.clone(), s.chain_pem.clone(), s.resolver.clone()))
         else {
             return Ok(());
         };
         let now = self.clock.now();
-        let active = self
-            .snapshot()
-            .active(KeyPurpose::TlsServer, now)
-            .map(|k| k.kid.clone());
-        if active.is_none() || active.as_deref() == Some(state.0.as_str()) {
+        let set = self.snapshot();
+        let Some(active) = set.active(KeyPurpose::TlsServer, now) else {
+            return Ok(());
+        };
+        // A rotated key, or a renewed certificate for the same key.
+        if active.kid == kid && active.certificate_chain_pem == chain_pem {
             return Ok(());
         }
-        let (kid, certified) = self.active_certified_key().await?;
-        state.1.swap(certified);
-        tracing::info!(%kid, previous = %state.0, "TLS now serves the rotated key");
+        let (new_kid, new_chain, certified) = self.active_certified_key().await?;
+        resolver.swap(certified);
+        tracing::info!(kid = %new_kid, previous = %kid, "TLS now serves the active key and chain");
         self.tls.store(Arc::new(Some(TlsState {
-            kid,
-            resolver: state.1,
+            kid: new_kid,
+            chain_pem: new_chain,
+            resolver,
         })));
         Ok(())
     }

@@ -349,23 +349,24 @@ async fn an_operator_certificate_activates_a_waiting_tls_key() {
     let mut name = openssl::x509::X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", "Test Bank CA").unwrap();
     let name = name.build();
-    let sign = |subject: &openssl::x509::X509NameRef, key: &openssl::pkey::PKeyRef<_>| {
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_subject_name(subject).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-            .unwrap();
-        b.sign(&ca_key, MessageDigest::sha256()).unwrap();
-        b.build()
-    };
-    let leaf = sign(csr.subject_name(), &csr.public_key().unwrap());
+    let sign =
+        |subject: &openssl::x509::X509NameRef, key: &openssl::pkey::PKeyRef<_>, days: u32| {
+            let mut b = X509::builder().unwrap();
+            b.set_version(2).unwrap();
+            b.set_subject_name(subject).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            b.set_pubkey(key).unwrap();
+            b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            b.set_not_after(&Asn1Time::days_from_now(days).unwrap())
+                .unwrap();
+            b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+            b.build()
+        };
+    let leaf = sign(csr.subject_name(), &csr.public_key().unwrap(), 30);
     let ca_public =
         openssl::pkey::PKey::public_key_from_der(&ca_key.public_key_to_der().unwrap()).unwrap();
-    let ca = sign(&name, &ca_public);
+    let ca = sign(&name, &ca_public, 30);
     let chain = format!(
         "{}{}",
         String::from_utf8(leaf.to_pem().unwrap()).unwrap(),
@@ -386,4 +387,18 @@ async fn an_operator_certificate_activates_a_waiting_tls_key() {
     );
     let resolver = ks.tls_resolver().await.unwrap();
     assert_eq!(resolver.current().cert[0].to_vec(), leaf.to_der().unwrap());
+
+    // A renewed certificate for the same, still active key is served after the next refresh.
+    let renewed = sign(csr.subject_name(), &csr.public_key().unwrap(), 90);
+    let renewed_chain = format!(
+        "{}{}",
+        String::from_utf8(renewed.to_pem().unwrap()).unwrap(),
+        String::from_utf8(ca.to_pem().unwrap()).unwrap()
+    );
+    ks.install_certificate(&kid, &renewed_chain).await.unwrap();
+    ks.refresh().await.unwrap();
+    assert_eq!(
+        resolver.current().cert[0].to_vec(),
+        renewed.to_der().unwrap()
+    );
 }
