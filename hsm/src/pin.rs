@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use zeroize::Zeroizing;
 
@@ -85,21 +87,42 @@ impl PinSource {
 }
 
 /// A PKCS#11 user PIN. Zeroized on drop; `Debug` shows only that it is redacted.
+///
+/// Clones share one "refused" flag: once the token has refused the PIN, no session or worker
+/// process tries it again (a real HSM locks the user after a few wrong PINs; an operator who
+/// changed the PIN must fix the configuration and restart, not have every request spend one
+/// attempt).
 #[derive(Clone)]
-pub struct Pin(Zeroizing<String>);
+pub struct Pin {
+    secret: Arc<Zeroizing<String>>,
+    refused: Arc<AtomicBool>,
+}
 
 impl Pin {
     pub fn new(pin: &str) -> Self {
-        Pin(Zeroizing::new(pin.to_owned()))
+        Pin {
+            secret: Arc::new(Zeroizing::new(pin.to_owned())),
+            refused: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The token refused this PIN: never offer it again.
+    pub(crate) fn mark_refused(&self) {
+        self.refused.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the token has refused this PIN (this process will not try it again).
+    pub fn was_refused(&self) -> bool {
+        self.refused.load(Ordering::SeqCst)
     }
 
     pub(crate) fn expose_bytes(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.0.as_bytes().to_vec())
+        Zeroizing::new(self.secret.as_bytes().to_vec())
     }
 
     pub(crate) fn to_auth_pin(&self) -> cryptoki::types::AuthPin {
         // `AuthPin` is a secrecy::SecretString, which zeroizes its own copy.
-        cryptoki::types::AuthPin::from(self.0.as_str())
+        cryptoki::types::AuthPin::from(self.secret.as_str())
     }
 }
 
@@ -143,7 +166,7 @@ mod tests {
         let path = dir.path().join("pin");
         std::fs::write(&path, "4321\n").unwrap();
         let pin = PinSource::File(path.clone()).load();
-        assert!(matches!(pin, Ok(ref p) if p.0.as_str() == "4321"));
+        assert!(matches!(pin, Ok(ref p) if p.secret.as_str() == "4321"));
         std::fs::write(&path, "\n").unwrap();
         assert!(matches!(
             PinSource::File(path).load(),

@@ -395,13 +395,17 @@ impl Respawning {
         }
         if self.process.is_none() {
             let t = &self.token;
-            self.process = Some(WorkerProcess::spawn(
-                &self.program,
-                &self.args,
-                t.module(),
-                t.label(),
-                t.pin(),
-            )?);
+            if t.pin().was_refused() {
+                return Err(Error::BadPin {
+                    rv: crate::error::RvError::PinIncorrect,
+                });
+            }
+            let spawned =
+                WorkerProcess::spawn(&self.program, &self.args, t.module(), t.label(), t.pin());
+            if let Err(Error::BadPin { .. }) = &spawned {
+                t.pin().mark_refused();
+            }
+            self.process = Some(spawned?);
         }
         self.process.as_mut().ok_or(Error::PoolClosed)
     }

@@ -72,6 +72,11 @@ impl TokenSession {
 
     fn session(&mut self) -> Result<&Session> {
         if self.session.is_none() {
+            if self.pin.was_refused() {
+                return Err(Error::BadPin {
+                    rv: RvError::PinIncorrect,
+                });
+            }
             let session = self
                 .ctx
                 .open_rw_session(self.slot)
@@ -87,7 +92,14 @@ impl TokenSession {
                     | RvError::PinLocked
                     | RvError::PinExpired),
                     _,
-                )) => return Err(Error::BadPin { rv }),
+                )) => {
+                    self.pin.mark_refused();
+                    tracing::error!(
+                        ?rv,
+                        "the token refused the PIN; no further login will be tried"
+                    );
+                    return Err(Error::BadPin { rv });
+                }
                 Err(e) => return Err(Error::pkcs11(Operation::Login, e)),
             }
             self.session = Some(session);

@@ -19,7 +19,8 @@ fn wrong_pin_is_refused_and_never_shown() {
     let dir = common::make_token_dir("pin-test");
     strongroom_testkit::use_token_dir(dir.path());
     let module = common::module_path();
-    let err = Token::open_with_pin(&module, "pin-test", Pin::new("wrong-pin-0000")).unwrap_err();
+    let wrong = Pin::new("wrong-pin-0000");
+    let err = Token::open_with_pin(&module, "pin-test", wrong.clone()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -31,6 +32,10 @@ fn wrong_pin_is_refused_and_never_shown() {
     );
     assert!(!err.to_string().contains("wrong-pin-0000"));
     assert!(!format!("{err:?}").contains("wrong-pin-0000"));
+    // Refused once, never offered again: a real HSM locks the user after a few wrong PINs.
+    assert!(wrong.was_refused());
+    let again = Token::open_with_pin(&module, "pin-test", wrong.clone()).unwrap_err();
+    assert!(matches!(again, Error::BadPin { .. }), "{again:?}");
 
     let token = Token::open_with_pin(&module, "pin-test", Pin::new(common::USER_PIN)).unwrap();
     assert!(!format!("{token:?}").contains(common::USER_PIN));
