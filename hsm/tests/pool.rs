@@ -216,7 +216,8 @@ fn process_mode() -> WorkerMode {
     }
 }
 
-/// Worker processes that are children of this test process.
+/// Live worker processes that are children of this test process (zombies, killed but not yet
+/// reaped by their worker thread, are not counted).
 fn worker_children() -> Vec<i32> {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
@@ -226,8 +227,9 @@ fn worker_children() -> Vec<i32> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // pid (comm) state ppid ...
             let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-            stat.contains("(strongroom-hsm-")
-                && after_comm.split_whitespace().nth(1) == Some(me.as_str())
+            let mut fields = after_comm.split_whitespace();
+            let (state, ppid) = (fields.next(), fields.next());
+            stat.contains("(strongroom-hsm-") && state != Some("Z") && ppid == Some(me.as_str())
         })
         .collect()
 }
@@ -376,9 +378,26 @@ async fn worker_processes_sign_decrypt_and_are_replaced_when_they_die() {
         "at most the one job per dead worker fails, got {failures}"
     );
     assert_eq!(successes + failures, 10);
-    assert_eq!(worker_children().len(), 2, "both workers replaced");
+    // A worker notices its dead process when it next gets a job; ten sequential jobs may all go
+    // to one worker, so at least one replacement is certain, two are not.
+    let live = worker_children().len();
+    assert!((1..=2).contains(&live), "{live} live worker processes");
     let stats = pool.stats();
-    assert!(stats.recoveries >= 2, "{stats:?}");
+    assert!(stats.recoveries >= 1, "{stats:?}");
+    // Whichever worker takes them, new jobs all succeed: a worker replaces a dead process
+    // before sending it anything.
+    let jobs: Vec<_> = (0..32)
+        .map(|i| {
+            let (pool, id) = (pool.clone(), ec_id.clone());
+            tokio::spawn(async move {
+                pool.sign(&id, SignAlg::Es256, format!("later {i}").as_bytes())
+                    .await
+            })
+        })
+        .collect();
+    for job in jobs {
+        job.await.unwrap().unwrap();
+    }
 
     // Shutting the pool down ends and reaps its worker processes.
     let pool = Arc::into_inner(pool).unwrap();
