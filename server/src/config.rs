@@ -38,6 +38,25 @@ pub struct ServerConfig {
     pub client_ca_file: Option<PathBuf>,
     /// Lifetime of access tokens; at most keys.max_token_lifetime_seconds.
     pub access_token_lifetime_seconds: i64,
+    /// Lifetime of ID tokens; at most keys.max_token_lifetime_seconds.
+    pub id_token_lifetime_seconds: i64,
+    /// Lifetime of refresh tokens (each refresh rotates the token; the grant keeps this lifetime
+    /// from the refresh).
+    pub refresh_token_lifetime_seconds: i64,
+    /// Lifetime of authorization codes (RFC 6749 §4.1.2 recommends at most 10 minutes; FAPI 2.0
+    /// at most 60 s).
+    pub authorization_code_lifetime_seconds: i64,
+    /// Lifetime of a pushed authorization request's request_uri (RFC 9126 `expires_in`).
+    pub par_lifetime_seconds: i64,
+    /// How long a login at /authorize is remembered (the browser session).
+    pub login_session_lifetime_seconds: i64,
+    /// How long a user may take between /authorize and the consent answer.
+    pub interaction_lifetime_seconds: i64,
+    /// How often expired PAR requests, codes, jtis and tokens are deleted.
+    pub purge_interval_seconds: u64,
+    /// Addresses of TLS-terminating proxies whose RFC 9440 `Client-Cert` header is believed.
+    /// Empty (the default): the header is ignored from everyone.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +68,14 @@ impl Default for ServerConfig {
             mtls_base_url: "https://localhost:8444".into(),
             client_ca_file: None,
             access_token_lifetime_seconds: 600,
+            id_token_lifetime_seconds: 600,
+            refresh_token_lifetime_seconds: 7 * 86_400,
+            authorization_code_lifetime_seconds: 60,
+            par_lifetime_seconds: 60,
+            login_session_lifetime_seconds: 1800,
+            interaction_lifetime_seconds: 600,
+            purge_interval_seconds: 300,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -206,6 +233,49 @@ impl Config {
             }
         };
         Ok(pool)
+    }
+
+    /// The `[server]` lifetimes, checked: all positive, and no signed token outliving the
+    /// window its key stays published in.
+    pub fn lifetimes(&self) -> Result<crate::state::Lifetimes, String> {
+        let s = &self.server;
+        let l = crate::state::Lifetimes {
+            access_token: s.access_token_lifetime_seconds,
+            id_token: s.id_token_lifetime_seconds,
+            refresh_token: s.refresh_token_lifetime_seconds,
+            authorization_code: s.authorization_code_lifetime_seconds,
+            par: s.par_lifetime_seconds,
+            login_session: s.login_session_lifetime_seconds,
+            interaction: s.interaction_lifetime_seconds,
+        };
+        for (name, v) in [
+            ("access_token_lifetime_seconds", l.access_token),
+            ("id_token_lifetime_seconds", l.id_token),
+            ("refresh_token_lifetime_seconds", l.refresh_token),
+            ("authorization_code_lifetime_seconds", l.authorization_code),
+            ("par_lifetime_seconds", l.par),
+            ("login_session_lifetime_seconds", l.login_session),
+            ("interaction_lifetime_seconds", l.interaction),
+        ] {
+            if v <= 0 {
+                return Err(format!("server.{name} must be positive"));
+            }
+        }
+        for (name, v) in [
+            ("access_token_lifetime_seconds", l.access_token),
+            ("id_token_lifetime_seconds", l.id_token),
+        ] {
+            if v > self.keys.max_token_lifetime_seconds {
+                return Err(format!(
+                    "server.{name} exceeds keys.max_token_lifetime_seconds: retired keys would \
+                     leave the JWKS while their tokens are still valid"
+                ));
+            }
+        }
+        if l.par >= 600 {
+            return Err("server.par_lifetime_seconds must be below 600 (RFC 9126 §2.2)".into());
+        }
+        Ok(l)
     }
 
     pub fn policy(&self) -> Policy {

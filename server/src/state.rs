@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use strongroom_keystore::KeyStore;
 
-use crate::client_auth::ClientCaBundle;
+use crate::client_auth::{ClientCaBundle, JwksSource};
 use crate::store::Store;
 
-#[derive(Debug)]
 pub struct AppState {
     /// `https://host[:port]`, no trailing slash: the `iss` of everything we sign.
     pub issuer: String,
@@ -17,6 +16,42 @@ pub struct AppState {
     pub store: Store,
     /// CAs trusted for tls_client_auth, if any.
     pub client_ca: Option<ClientCaBundle>,
-    pub access_token_lifetime: i64,
+    /// Fetches (and caches) the JWK Sets of clients registered with a `jwks_uri`.
+    pub jwks_source: Option<Arc<dyn JwksSource>>,
+    pub lifetimes: Lifetimes,
     pub clock_skew: i64,
+}
+
+/// Lifetimes, in seconds, from `[server]` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub access_token: i64,
+    pub id_token: i64,
+    pub refresh_token: i64,
+    pub authorization_code: i64,
+    pub par: i64,
+    pub login_session: i64,
+    pub interaction: i64,
+}
+
+impl AppState {
+    #[allow(dead_code)] // the management API (issue 4, in progress)
+    /// The management API's identifier: the audience of management access tokens.
+    pub fn management_api(&self) -> String {
+        format!("{}/api/v2/", self.issuer)
+    }
+
+    pub fn now(&self) -> i64 {
+        self.keystore.clock().now()
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("issuer", &self.issuer)
+            .field("mtls_base_url", &self.mtls_base_url)
+            .field("lifetimes", &self.lifetimes)
+            .finish_non_exhaustive()
+    }
 }

@@ -71,20 +71,15 @@ async fn serve(config: &Config) -> Result<(), String> {
         }
         None => None,
     };
-    if config.server.access_token_lifetime_seconds > config.keys.max_token_lifetime_seconds {
-        return Err(
-            "server.access_token_lifetime_seconds exceeds keys.max_token_lifetime_seconds: \
-                    retired keys would leave the JWKS while their tokens are still valid"
-                .into(),
-        );
-    }
+    let lifetimes = config.lifetimes()?;
     let state = Arc::new(AppState {
         issuer: config.server.issuer.trim_end_matches('/').to_owned(),
         mtls_base_url: config.server.mtls_base_url.trim_end_matches('/').to_owned(),
         keystore,
         store,
         client_ca,
-        access_token_lifetime: config.server.access_token_lifetime_seconds,
+        jwks_source: None,
+        lifetimes,
         clock_skew: config.keys.clock_skew_seconds,
     });
     let app = endpoints::router(state.clone());

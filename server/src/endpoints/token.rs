@@ -142,7 +142,7 @@ pub async fn authenticate_client(
         .get_client(&client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
-    let now = state.keystore.clock().now();
+    let now = state.now();
     let audiences = [
         state.issuer.clone(),
         format!("{}{endpoint}", state.issuer),
@@ -160,7 +160,7 @@ pub async fn authenticate_client(
         max_assertion_lifetime: 300,
         clock_skew: state.clock_skew,
         client_ca: state.client_ca.as_ref(),
-        jwks_source: None,
+        jwks_source: state.jwks_source.as_deref(),
     };
     let authenticated = client_auth::authenticate(&client, &credentials, &policy).await?;
     if let Some(a) = &authenticated.assertion {
@@ -246,9 +246,9 @@ pub async fn issue_access_token(
     scope: &str,
     cnf_x5t_s256: Option<&str>,
 ) -> Result<IssuedToken, OAuthError> {
-    let now = state.keystore.clock().now();
+    let now = state.now();
     let jti = crate::store::random_id().map_err(|_| OAuthError::server_error("no randomness"))?;
-    let exp = now + state.access_token_lifetime;
+    let exp = now + state.lifetimes.access_token;
     let mut claims = json!({
         "iss": state.issuer,
         "sub": sub,
@@ -276,7 +276,7 @@ pub async fn issue_access_token(
         .await?;
     Ok(IssuedToken {
         token,
-        expires_in: state.access_token_lifetime,
+        expires_in: state.lifetimes.access_token,
     })
 }
 
