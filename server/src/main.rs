@@ -9,6 +9,8 @@ mod config;
 mod endpoints;
 #[allow(dead_code)] // the endpoints that use them are being built (issue 4)
 mod error;
+mod grants;
+mod issue;
 #[allow(dead_code)]
 mod model;
 mod state;
