@@ -303,3 +303,119 @@ pub fn thumbprint(cert: &openssl::x509::X509) -> String {
     let digest = openssl::sha::sha256(&cert.to_der().unwrap());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
 }
+
+/// An HTTP response with its headers as sent (names lowercased, values untouched: cookies,
+/// codes and Locations are case-sensitive).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {:?}", self.status, self.body))
+    }
+}
+
+/// Sends one raw HTTP/1.1 request (which should say `Connection: close`) over TLS, with an
+/// optional client certificate, and parses the answer without altering its case.
+pub fn exchange(port: u16, raw_request: &str, identity: Identity<'_>) -> Response {
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    if let Some((cert, key)) = identity {
+        connector.set_certificate(cert).unwrap();
+        connector.set_private_key(key).unwrap();
+    }
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = connector.build().connect("localhost", tcp).unwrap();
+    let _ = tls.write_all(raw_request.as_bytes());
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+impl Server {
+    /// Stops the server (SIGKILL: nothing may depend on a clean stop) and starts it again on the
+    /// same token, database, configuration and ports.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config = self.dir.path().join("strongroom.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("SOFTHSM2_CONF", self.dir.path().join("softhsm2.conf"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("serving"), "server did not restart: {line:?}");
+        self.child = child;
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    pub fn mtls_base(&self) -> String {
+        format!("https://localhost:{}", self.mtls_port)
+    }
+
+    /// Runs the `strongroom` CLI against this server's configuration, with `stdin` as input.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .args([
+                "--config",
+                self.dir.path().join("strongroom.toml").to_str().unwrap(),
+            ])
+            .args(args)
+            .env("SOFTHSM2_CONF", self.dir.path().join("softhsm2.conf"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}

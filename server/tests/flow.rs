@@ -1,0 +1,1111 @@
+//! End to end: the real binary on a fresh SoftHSM2 token and SQLite file; clients registered
+//! through the management API; PAR → login form → consent → code → token → userinfo →
+//! introspect → refresh → revoke over HTTPS, for a private_key_jwt client and for a
+//! tls_client_auth client with certificate-bound tokens. Every signature is checked with
+//! jsonwebtoken against the served JWKS, every hash and thumbprint with OpenSSL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use serde_json::{Value, json};
+
+const REDIRECT_URI: &str = "https://client.example/cb";
+const USERNAME: &str = "alice";
+const PASSWORD: &str = "correct horse battery staple";
+const ASSERTION_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// How a test client authenticates.
+enum Auth {
+    /// private_key_jwt: the key signs assertions (PS256, kid "client-key-1").
+    Jwt(jsonwebtoken::EncodingKey),
+    /// tls_client_auth: the certificate goes on the mTLS listener.
+    Mtls(X509, PKey<Private>),
+}
+
+struct TestClient {
+    id: String,
+    auth: Auth,
+    /// The public key (PEM) of a private_key_jwt client.
+    public_pem: Vec<u8>,
+}
+
+impl TestClient {
+    /// The port this client talks to for back-channel calls.
+    fn port(&self, server: &Server) -> u16 {
+        match self.auth {
+            Auth::Jwt(_) => server.port,
+            Auth::Mtls(..) => server.mtls_port,
+        }
+    }
+
+    fn identity(&self) -> Identity<'_> {
+        match &self.auth {
+            Auth::Jwt(_) => None,
+            Auth::Mtls(c, k) => Some((c, k)),
+        }
+    }
+
+    /// Client authentication parameters for a request to `endpoint` (a fresh assertion each
+    /// time).
+    fn auth_params(&self, server: &Server) -> String {
+        match &self.auth {
+            Auth::Jwt(key) => {
+                let a = sign_assertion(
+                    key,
+                    json!({"iss": self.id, "sub": self.id, "aud": server.issuer(),
+                           "exp": now() + 60, "iat": now(), "jti": unique()}),
+                    jsonwebtoken::Algorithm::PS256,
+                    Some("client-key-1"),
+                );
+                format!("client_assertion_type={ASSERTION_TYPE}&client_assertion={a}")
+            }
+            Auth::Mtls(..) => format!("client_id={}", enc(&self.id)),
+        }
+    }
+
+    /// POSTs a form to `path` with this client's authentication.
+    fn post(&self, server: &Server, path: &str, params: &str) -> Response {
+        let body = format!("{params}&{}", self.auth_params(server));
+        post(self.port(server), path, &body, self.identity())
+    }
+}
+
+fn unique() -> String {
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    b64(&b)
+}
+
+fn sign_assertion(
+    key: &jsonwebtoken::EncodingKey,
+    claims: Value,
+    alg: jsonwebtoken::Algorithm,
+    kid: Option<&str>,
+) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+fn post(port: u16, path: &str, body: &str, identity: Identity<'_>) -> Response {
+    exchange(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        identity,
+    )
+}
+
+fn bearer(port: u16, method: &str, path: &str, token: &str, identity: Identity<'_>) -> Response {
+    exchange(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+        ),
+        identity,
+    )
+}
+
+fn json_request(port: u16, method: &str, path: &str, token: &str, body: &Value) -> Response {
+    let body = body.to_string();
+    exchange(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None,
+    )
+}
+
+fn oauth_error(r: &Response) -> String {
+    let v = r.json();
+    assert!(v["error_description"].is_string(), "{}", r.body);
+    v["error"].as_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up: a user, a management client, and clients registered through the management API.
+
+fn create_user(server: &Server) {
+    let claims = server.dir.path().join("alice.json");
+    std::fs::write(
+        &claims,
+        json!({"name": "Alice Example", "email": "alice@example.com", "email_verified": true})
+            .to_string(),
+    )
+    .unwrap();
+    let out = server.cli(
+        &[
+            "users",
+            "create",
+            "--username",
+            USERNAME,
+            "--claims-file",
+            claims.to_str().unwrap(),
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "users create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn rsa_jwk(rsa: &openssl::rsa::Rsa<Private>) -> Value {
+    json!({"kty": "RSA", "kid": "client-key-1", "use": "sig", "alg": "PS256",
+           "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())})
+}
+
+/// A management access token: a client registered with the CLI (the bootstrap), then
+/// client_credentials with the management API as the audience.
+fn management_token(server: &Server) -> String {
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let id = create_client(
+        server,
+        &json!({
+            "client_name": "operations",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [rsa_jwk(&rsa)]},
+            "grant_types": ["client_credentials"],
+            "scope": "read:clients create:clients update:clients delete:clients",
+        }),
+    );
+    let ops = TestClient {
+        id,
+        auth: Auth::Jwt(jsonwebtoken::EncodingKey::from_rsa_der(
+            &rsa.private_key_to_der().unwrap(),
+        )),
+        public_pem: rsa.public_key_to_pem().unwrap(),
+    };
+    let r = ops.post(
+        server,
+        "/token",
+        &format!(
+            "grant_type=client_credentials&audience={}",
+            enc(&format!("{}/api/v2/", server.issuer()))
+        ),
+    );
+    assert_eq!(r.status, 200, "management token: {}", r.body);
+    r.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+fn register(server: &Server, mgmt_token: &str, metadata: Value) -> String {
+    let r = json_request(
+        server.port,
+        "POST",
+        "/api/v2/clients",
+        mgmt_token,
+        &metadata,
+    );
+    assert_eq!(r.status, 201, "register: {}", r.body);
+    let created = r.json();
+    assert_eq!(created["redirect_uris"], metadata["redirect_uris"]);
+    created["client_id"].as_str().unwrap().to_owned()
+}
+
+fn code_flow_metadata() -> Value {
+    json!({
+        "redirect_uris": [REDIRECT_URI],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "scope": "openid profile email accounts",
+        "require_pushed_authorization_requests": true,
+    })
+}
+
+fn jwt_client(server: &Server, mgmt_token: &str, name: &str) -> TestClient {
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let mut m = code_flow_metadata();
+    m["client_name"] = json!(name);
+    m["token_endpoint_auth_method"] = json!("private_key_jwt");
+    m["jwks"] = json!({"keys": [rsa_jwk(&rsa)]});
+    TestClient {
+        id: register(server, mgmt_token, m),
+        auth: Auth::Jwt(jsonwebtoken::EncodingKey::from_rsa_der(
+            &rsa.private_key_to_der().unwrap(),
+        )),
+        public_pem: rsa.public_key_to_pem().unwrap(),
+    }
+}
+
+/// A tls_client_auth client whose certificate the test CA issued for `cn`.
+fn mtls_client(
+    server: &Server,
+    mgmt_token: &str,
+    ca: &(X509, PKey<Private>),
+    cn: &str,
+) -> TestClient {
+    let (cert, key) = certificate(cn, Some((&ca.0, &ca.1)), false);
+    let mut m = code_flow_metadata();
+    m["client_name"] = json!(cn);
+    m["token_endpoint_auth_method"] = json!("tls_client_auth");
+    m["tls_client_auth_subject_dn"] = json!(format!("CN={cn},O=Test Bank"));
+    m["tls_client_certificate_bound_access_tokens"] = json!(true);
+    TestClient {
+        id: register(server, mgmt_token, m),
+        auth: Auth::Mtls(cert, key),
+        public_pem: Vec::new(),
+    }
+}
+
+fn start_server(extra: &str) -> (Server, (X509, PKey<Private>)) {
+    let ca = certificate("Test Bank Client CA", None, true);
+    let ca_pem = ca.0.to_pem().unwrap();
+    let server = start_with(
+        &format!("client_ca_file = \"@DIR@/client-ca.pem\"\n{extra}"),
+        |dir| std::fs::write(dir.join("client-ca.pem"), &ca_pem).unwrap(),
+    );
+    create_user(&server);
+    (server, ca)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The browser: cookies, redirects and HTML forms, as a user agent without JavaScript sees them.
+
+struct Browser {
+    port: u16,
+    cookies: Vec<(String, String)>,
+}
+
+/// A form on a page: its action and the name=value pairs a browser would submit by default.
+#[derive(Debug)]
+struct HtmlForm {
+    action: String,
+    method: String,
+    fields: Vec<(String, String)>,
+    /// Submit buttons (name, value, label).
+    buttons: Vec<(String, String, String)>,
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    for quote in ['"', '\''] {
+        let needle = format!(" {name}={quote}");
+        if let Some(i) = tag.find(&needle) {
+            let rest = &tag[i + needle.len()..];
+            let end = rest.find(quote)?;
+            return Some(unescape(&rest[..end]));
+        }
+    }
+    None
+}
+
+fn forms(html: &str) -> Vec<HtmlForm> {
+    let mut out = Vec::new();
+    for chunk in html.split("<form").skip(1) {
+        let body = chunk.split("</form>").next().unwrap();
+        let open = &body[..body.find('>').unwrap()];
+        let mut form = HtmlForm {
+            action: attr(open, "action").unwrap_or_default(),
+            method: attr(open, "method").unwrap_or_else(|| "get".into()),
+            fields: Vec::new(),
+            buttons: Vec::new(),
+        };
+        for input in body.split("<input").skip(1) {
+            let tag = &input[..input.find('>').unwrap()];
+            let (Some(name), kind) = (attr(tag, "name"), attr(tag, "type").unwrap_or_default())
+            else {
+                continue;
+            };
+            let value = attr(tag, "value").unwrap_or_default();
+            if kind.eq_ignore_ascii_case("submit") {
+                form.buttons.push((name, value.clone(), value));
+            } else if !kind.eq_ignore_ascii_case("checkbox") || tag.contains(" checked") {
+                form.fields.push((name, value));
+            }
+        }
+        for button in body.split("<button").skip(1) {
+            let close = button.find('>').unwrap();
+            let tag = &button[..close];
+            let label = button[close + 1..]
+                .split("</button>")
+                .next()
+                .unwrap()
+                .trim()
+                .to_owned();
+            form.buttons.push((
+                attr(tag, "name").unwrap_or_default(),
+                attr(tag, "value").unwrap_or_default(),
+                label,
+            ));
+        }
+        out.push(form);
+    }
+    out
+}
+
+impl Browser {
+    fn new(server: &Server) -> Self {
+        Browser {
+            port: server.port,
+            cookies: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let cookie = if self.cookies.is_empty() {
+            String::new()
+        } else {
+            let c: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            format!("Cookie: {}\r\n", c.join("; "))
+        };
+        let raw = match body {
+            Some(b) => format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n{cookie}\
+                 Origin: https://localhost:{port}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len(),
+                port = self.port
+            ),
+            None => format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n{cookie}\r\n",
+                self.port
+            ),
+        };
+        let r = exchange(self.port, &raw, None);
+        for set in r.headers_named("set-cookie") {
+            let pair = set.split(';').next().unwrap();
+            let (n, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != n.trim());
+            let expired = set.to_ascii_lowercase().contains("max-age=0");
+            if !expired && !v.is_empty() {
+                self.cookies
+                    .push((n.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        r
+    }
+
+    /// Follows redirects within this server; stops at a page or at a redirect elsewhere (the
+    /// client's redirect_uri).
+    fn follow(&mut self, mut r: Response) -> Response {
+        for _ in 0..10 {
+            if !(300..400).contains(&r.status) {
+                return r;
+            }
+            let location = r.header("location").unwrap().to_owned();
+            let own = format!("https://localhost:{}", self.port);
+            let path = if let Some(p) = location.strip_prefix(&own) {
+                p.to_owned()
+            } else if location.starts_with('/') {
+                location
+            } else {
+                return r;
+            };
+            r = self.send("GET", &path, None);
+        }
+        panic!("redirect loop");
+    }
+
+    fn submit(
+        &mut self,
+        form: &HtmlForm,
+        extra: &[(&str, &str)],
+        button: Option<usize>,
+    ) -> Response {
+        let mut pairs: Vec<(String, String)> = form
+            .fields
+            .iter()
+            .filter(|(n, _)| !extra.iter().any(|(e, _)| e == n))
+            .cloned()
+            .collect();
+        pairs.extend(
+            extra
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
+        if let Some(i) = button {
+            let (n, v, _) = &form.buttons[i];
+            if !n.is_empty() {
+                pairs.push((n.clone(), v.clone()));
+            }
+        }
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        assert!(form.method.eq_ignore_ascii_case("post"), "{form:?}");
+        let r = self.send("POST", &form.action, Some(&body));
+        self.follow(r)
+    }
+}
+
+fn login_form(page: &Response) -> HtmlForm {
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        !page.body.contains("<script"),
+        "pages work without JavaScript"
+    );
+    forms(&page.body)
+        .into_iter()
+        .find(|f| f.fields.iter().any(|(n, _)| n == "password"))
+        .unwrap_or_else(|| panic!("no login form in {}", page.body))
+}
+
+/// The consent form and the index of the button that approves.
+fn consent_form(page: &Response, approve: bool) -> (HtmlForm, usize) {
+    assert_eq!(page.status, 200, "{}", page.body);
+    let wanted = |(n, v, l): &(String, String, String)| {
+        let s = format!("{n} {v} {l}").to_ascii_lowercase();
+        if approve {
+            ["approve", "allow", "accept", "grant"]
+                .iter()
+                .any(|w| s.contains(w))
+        } else {
+            ["deny", "refuse", "reject", "cancel"]
+                .iter()
+                .any(|w| s.contains(w))
+        }
+    };
+    for f in forms(&page.body) {
+        if let Some(i) = f.buttons.iter().position(wanted) {
+            return (f, i);
+        }
+    }
+    panic!("no consent form in {}", page.body)
+}
+
+/// The parameters of a redirect to the client.
+fn redirect_params(r: &Response) -> Vec<(String, String)> {
+    assert!((300..400).contains(&r.status), "{} {}", r.status, r.body);
+    let location = r.header("location").unwrap();
+    assert!(location.starts_with(REDIRECT_URI), "{location}");
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+struct Pkce {
+    verifier: String,
+    challenge: String,
+}
+
+fn pkce() -> Pkce {
+    let mut b = [0u8; 32];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    let verifier = b64(&b);
+    let challenge = b64(&openssl::sha::sha256(verifier.as_bytes()));
+    Pkce {
+        verifier,
+        challenge,
+    }
+}
+
+/// Pushes an authorization request; returns the request_uri.
+fn par(server: &Server, client: &TestClient, pkce: &Pkce, state: &str, nonce: &str) -> String {
+    let r = client.post(
+        server,
+        "/par",
+        &format!(
+            "response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}&nonce={nonce}\
+             &code_challenge={}&code_challenge_method=S256",
+            enc(&client.id),
+            enc(REDIRECT_URI),
+            enc("openid profile email"),
+            pkce.challenge
+        ),
+    );
+    assert_eq!(r.status, 201, "PAR: {}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    assert!(v["expires_in"].as_i64().unwrap() > 0);
+    let uri = v["request_uri"].as_str().unwrap().to_owned();
+    assert!(
+        uri.starts_with("urn:ietf:params:oauth:request_uri:"),
+        "{uri}"
+    );
+    uri
+}
+
+fn authorize_path(client: &TestClient, request_uri: &str) -> String {
+    format!(
+        "/authorize?client_id={}&request_uri={}",
+        enc(&client.id),
+        enc(request_uri)
+    )
+}
+
+/// The browser part: /authorize, login, consent; returns the redirect to the client.
+fn browse(browser: &mut Browser, client: &TestClient, request_uri: &str) -> Response {
+    let page = browser.send("GET", &authorize_path(client, request_uri), None);
+    let page = browser.follow(page);
+    let page = if (300..400).contains(&page.status) {
+        return page; // a remembered session and consent: straight back to the client
+    } else if forms(&page.body)
+        .iter()
+        .any(|f| f.fields.iter().any(|(n, _)| n == "password"))
+    {
+        let form = login_form(&page);
+        browser.submit(
+            &form,
+            &[("username", USERNAME), ("password", PASSWORD)],
+            None,
+        )
+    } else {
+        page
+    };
+    if (300..400).contains(&page.status) {
+        return page;
+    }
+    let (form, approve) = consent_form(&page, true);
+    browser.submit(&form, &[], Some(approve))
+}
+
+/// Runs the front channel and returns the code (state and iss checked).
+fn authorization_code(
+    server: &Server,
+    browser: &mut Browser,
+    client: &TestClient,
+    pkce: &Pkce,
+    nonce: &str,
+) -> String {
+    let state = unique();
+    let request_uri = par(server, client, pkce, &state, nonce);
+    let back = browse(browser, client, &request_uri);
+    let params = redirect_params(&back);
+    assert_eq!(param(&params, "state"), Some(state.as_str()));
+    assert_eq!(
+        param(&params, "iss"),
+        Some(server.issuer().as_str()),
+        "RFC 9207"
+    );
+    assert!(param(&params, "error").is_none(), "{params:?}");
+    param(&params, "code").unwrap().to_owned()
+}
+
+fn redeem(server: &Server, client: &TestClient, code: &str, verifier: &str) -> Response {
+    client.post(
+        server,
+        "/token",
+        &format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={verifier}",
+            enc(code),
+            enc(REDIRECT_URI)
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent verification.
+
+fn jwks(server: &Server) -> jsonwebtoken::jwk::JwkSet {
+    serde_json::from_str(&get(server.port, "/jwks").2).unwrap()
+}
+
+fn verify_jwt(server: &Server, token: &str, audience: &str, typ: Option<&str>) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), typ, "typ");
+    assert!(matches!(
+        header.alg,
+        jsonwebtoken::Algorithm::PS256 | jsonwebtoken::Algorithm::ES256
+    ));
+    let set = jwks(server);
+    let jwk = set
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid in the JWKS");
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&[audience]);
+    v.set_issuer(&[server.issuer()]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap_or_else(|e| panic!("{e}: {token}"))
+    .claims
+}
+
+fn left_half_sha256(s: &str) -> String {
+    b64(&openssl::sha::sha256(s.as_bytes())[..16])
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn full_flow(server: &Server, client: &TestClient) {
+    let mut browser = Browser::new(server);
+    let pkce = pkce();
+    let nonce = unique();
+    let before = now();
+    let code = authorization_code(server, &mut browser, client, &pkce, &nonce);
+
+    let r = redeem(server, client, &code, &pkce.verifier);
+    assert_eq!(r.status, 200, "token: {}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let tokens = r.json();
+    assert_eq!(tokens["token_type"], "Bearer");
+    let access = tokens["access_token"].as_str().unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+
+    // The ID token, by jsonwebtoken against the served JWKS; hashes by OpenSSL.
+    let id = verify_jwt(server, id_token, &client.id, Some("JWT"));
+    assert_eq!(id["nonce"], nonce.as_str());
+    assert_eq!(id["at_hash"], left_half_sha256(access).as_str());
+    assert_eq!(id["c_hash"], left_half_sha256(&code).as_str());
+    let auth_time = id["auth_time"].as_u64().unwrap();
+    assert!(
+        auth_time + 5 >= before && auth_time <= now() + 5,
+        "{auth_time}"
+    );
+    assert!(id["acr"].is_string());
+    let sub = id["sub"].as_str().unwrap().to_owned();
+
+    // The access token: RFC 9068, bound to the certificate for the mTLS client.
+    let at = verify_jwt(server, access, &server.issuer(), Some("at+jwt"));
+    assert_eq!(at["sub"], sub.as_str());
+    assert_eq!(at["client_id"], client.id.as_str());
+    assert_eq!(at["scope"], "openid profile email");
+    match &client.auth {
+        Auth::Mtls(cert, _) => assert_eq!(at["cnf"]["x5t#S256"], thumbprint(cert).as_str()),
+        Auth::Jwt(_) => assert!(at.get("cnf").is_none()),
+    }
+
+    // userinfo: header bearer only; bound tokens with their certificate.
+    let u = bearer(
+        client.port(server),
+        "GET",
+        "/userinfo",
+        access,
+        client.identity(),
+    );
+    assert_eq!(u.status, 200, "userinfo: {}", u.body);
+    let info = u.json();
+    assert_eq!(info["sub"], sub.as_str());
+    assert_eq!(info["email"], "alice@example.com");
+    assert_eq!(info["name"], "Alice Example");
+    if let Auth::Mtls(..) = client.auth {
+        // Without the certificate, or with another one: refused.
+        let r = bearer(server.port, "GET", "/userinfo", access, None);
+        assert_eq!(r.status, 401, "{}", r.body);
+        let (other, other_key) = certificate("someone else", None, false);
+        let r = bearer(
+            server.mtls_port,
+            "GET",
+            "/userinfo",
+            access,
+            Some((&other, &other_key)),
+        );
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(oauth_error(&r), "invalid_token");
+    }
+
+    // introspection
+    let i = client.post(server, "/introspect", &format!("token={access}"));
+    assert_eq!(i.status, 200, "introspect: {}", i.body);
+    let info = i.json();
+    assert_eq!(info["active"], true);
+    assert_eq!(info["sub"], sub.as_str());
+    assert_eq!(info["client_id"], client.id.as_str());
+    if let Auth::Mtls(cert, _) = &client.auth {
+        assert_eq!(info["cnf"]["x5t#S256"], thumbprint(cert).as_str());
+    }
+
+    // refresh: a new pair; the old refresh token is spent.
+    let r = client.post(
+        server,
+        "/token",
+        &format!("grant_type=refresh_token&refresh_token={}", enc(refresh)),
+    );
+    assert_eq!(r.status, 200, "refresh: {}", r.body);
+    let renewed = r.json();
+    let access2 = renewed["access_token"].as_str().unwrap();
+    let refresh2 = renewed["refresh_token"].as_str().unwrap();
+    assert_ne!(refresh2, refresh);
+    let id2 = verify_jwt(
+        server,
+        renewed["id_token"].as_str().unwrap(),
+        &client.id,
+        Some("JWT"),
+    );
+    assert_eq!(id2["sub"], sub.as_str());
+    assert_eq!(id2["auth_time"].as_u64(), Some(auth_time));
+
+    // revocation of the refresh token takes the grant down: both access tokens too.
+    let r = client.post(server, "/revoke", &format!("token={}", enc(refresh2)));
+    assert_eq!(r.status, 200, "revoke: {}", r.body);
+    for t in [access, access2] {
+        let i = client.post(server, "/introspect", &format!("token={t}"));
+        assert_eq!(i.json()["active"], false, "{}", i.body);
+        let u = bearer(
+            client.port(server),
+            "GET",
+            "/userinfo",
+            t,
+            client.identity(),
+        );
+        assert_eq!(u.status, 401);
+    }
+    let r = client.post(
+        server,
+        "/token",
+        &format!("grant_type=refresh_token&refresh_token={}", enc(refresh2)),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(oauth_error(&r), "invalid_grant");
+}
+
+#[test]
+fn full_flow_for_a_private_key_jwt_client_and_an_mtls_client() {
+    let (server, ca) = start_server("");
+    let mgmt = management_token(&server);
+    let pkj = jwt_client(&server, &mgmt, "payments app");
+    full_flow(&server, &pkj);
+    let mtls = mtls_client(&server, &mgmt, &ca, "mtls-client");
+    full_flow(&server, &mtls);
+
+    // A second login in the same browser: the session and the remembered consent carry it.
+    let mut browser = Browser::new(&server);
+    let pkce1 = pkce();
+    let _ = authorization_code(&server, &mut browser, &pkj, &pkce1, "n1");
+    let pkce2 = pkce();
+    let state = unique();
+    let uri = par(&server, &pkj, &pkce2, &state, "n2");
+    let r = browser.send("GET", &authorize_path(&pkj, &uri), None);
+    let params = redirect_params(&browser.follow(r));
+    assert_eq!(param(&params, "state"), Some(state.as_str()));
+    let code = param(&params, "code").unwrap();
+    assert_eq!(redeem(&server, &pkj, code, &pkce2.verifier).status, 200);
+}
+
+#[test]
+fn a_restart_in_the_middle_of_a_flow_loses_nothing() {
+    let (mut server, _ca) = start_server("");
+    let mgmt = management_token(&server);
+    let client = jwt_client(&server, &mgmt, "restart app");
+    let mut browser = Browser::new(&server);
+
+    // Restart after PAR.
+    let pkce1 = pkce();
+    let state = unique();
+    let uri = par(&server, &client, &pkce1, &state, "n");
+    server.restart();
+    let back = browse(&mut browser, &client, &uri);
+    let params = redirect_params(&back);
+    let code = param(&params, "code").unwrap().to_owned();
+
+    // Restart after the code.
+    server.restart();
+    let r = redeem(&server, &client, &code, &pkce1.verifier);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    verify_jwt(&server, &access, &server.issuer(), Some("at+jwt"));
+    server.restart();
+    let u = bearer(server.port, "GET", "/userinfo", &access, None);
+    assert_eq!(u.status, 200, "{}", u.body);
+}
+
+#[test]
+fn authorization_code_and_par_negative_cases() {
+    let (server, ca) = start_server("");
+    let mgmt = management_token(&server);
+    let a = jwt_client(&server, &mgmt, "client a");
+    let b = jwt_client(&server, &mgmt, "client b");
+    let mut browser = Browser::new(&server);
+
+    // Code issued to another client: invalid_grant, and not consumed.
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &a, &p, "n");
+    let r = redeem(&server, &b, &code, &p.verifier);
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+    // Wrong redirect_uri at the token endpoint: invalid_grant (the code is now spent).
+    let r = a.post(
+        &server,
+        "/token",
+        &format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
+            enc(&code),
+            enc("https://client.example/other"),
+            p.verifier
+        ),
+    );
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+
+    // Wrong PKCE verifier; missing verifier.
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &a, &p, "n");
+    let r = redeem(&server, &a, &code, &pkce().verifier);
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &a, &p, "n");
+    let r = a.post(
+        &server,
+        "/token",
+        &format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}",
+            enc(&code),
+            enc(REDIRECT_URI)
+        ),
+    );
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+
+    // Reused code: invalid_grant, and the tokens of the first use are revoked.
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &a, &p, "n");
+    let first = redeem(&server, &a, &code, &p.verifier);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let access = first.json()["access_token"].as_str().unwrap().to_owned();
+    let r = redeem(&server, &a, &code, &p.verifier);
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+    let i = a.post(&server, "/introspect", &format!("token={access}"));
+    assert_eq!(i.json()["active"], false, "{}", i.body);
+
+    // A rotated refresh token presented again revokes the grant.
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &a, &p, "n");
+    let t = redeem(&server, &a, &code, &p.verifier).json();
+    let rt = t["refresh_token"].as_str().unwrap();
+    let refresh = |rt: &str| {
+        a.post(
+            &server,
+            "/token",
+            &format!("grant_type=refresh_token&refresh_token={}", enc(rt)),
+        )
+    };
+    let renewed = refresh(rt).json();
+    let r = refresh(rt);
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+    let r = refresh(renewed["refresh_token"].as_str().unwrap());
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+
+    // PAR: missing and unregistered redirect_uri, a request_uri parameter, PKCE missing or plain.
+    let p = pkce();
+    let base = format!(
+        "response_type=code&client_id={}&scope=openid&code_challenge={}&code_challenge_method=S256",
+        enc(&a.id),
+        p.challenge
+    );
+    for (params, error) in [
+        (base.clone(), "invalid_request"),
+        (
+            format!("{base}&redirect_uri={}", enc("https://attacker.example/cb")),
+            "invalid_request",
+        ),
+        (
+            format!(
+                "{base}&redirect_uri={}&request_uri={}",
+                enc(REDIRECT_URI),
+                enc("urn:ietf:params:oauth:request_uri:abc")
+            ),
+            "invalid_request",
+        ),
+        (
+            format!(
+                "response_type=code&client_id={}&scope=openid&redirect_uri={}",
+                enc(&a.id),
+                enc(REDIRECT_URI)
+            ),
+            "invalid_request",
+        ),
+        (
+            format!(
+                "response_type=code&client_id={}&scope=openid&redirect_uri={}&code_challenge={}&code_challenge_method=plain",
+                enc(&a.id),
+                enc(REDIRECT_URI),
+                p.verifier
+            ),
+            "invalid_request",
+        ),
+    ] {
+        let r = a.post(&server, "/par", &params);
+        assert_eq!(
+            (r.status, oauth_error(&r).as_str()),
+            (400, error),
+            "{params}"
+        );
+    }
+
+    // A request_uri is single use; another client's is refused.
+    let p = pkce();
+    let uri = par(&server, &a, &p, "s", "n");
+    let r = browser.send("GET", &authorize_path(&b, &uri), None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("invalid_request_uri"), "{}", r.body);
+    let _ = browse(&mut browser, &a, &uri);
+    let r = browser.send("GET", &authorize_path(&a, &uri), None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("invalid_request_uri"), "{}", r.body);
+
+    // Client assertions at PAR: replayed, expired, wrong aud, unknown kid, alg none, HS256
+    // keyed with the client's public key.
+    let Auth::Jwt(key) = &a.auth else {
+        unreachable!()
+    };
+    let good_par = format!("{base}&redirect_uri={}", enc(REDIRECT_URI));
+    let with_assertion = |assertion: &str| {
+        post(
+            server.port,
+            "/par",
+            &format!(
+                "{good_par}&client_assertion_type={ASSERTION_TYPE}&client_assertion={assertion}"
+            ),
+            None,
+        )
+    };
+    let claims = |aud: &str, exp: u64| json!({"iss": a.id, "sub": a.id, "aud": aud, "exp": exp, "iat": now(), "jti": unique()});
+    let ps256 = jsonwebtoken::Algorithm::PS256;
+    let once = sign_assertion(
+        key,
+        claims(&server.issuer(), now() + 60),
+        ps256,
+        Some("client-key-1"),
+    );
+    assert_eq!(with_assertion(&once).status, 201);
+    let expired = sign_assertion(
+        key,
+        claims(&server.issuer(), now() - 120),
+        ps256,
+        Some("client-key-1"),
+    );
+    let wrong_aud = sign_assertion(
+        key,
+        claims("https://elsewhere.example", now() + 60),
+        ps256,
+        Some("client-key-1"),
+    );
+    let unknown_kid = sign_assertion(
+        key,
+        claims(&server.issuer(), now() + 60),
+        ps256,
+        Some("no-such-key"),
+    );
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"}).to_string().as_bytes()),
+        b64(claims(&server.issuer(), now() + 60).to_string().as_bytes())
+    );
+    // HS256 with the client's public key (as registered) as the HMAC secret: the classic
+    // algorithm-confusion forgery.
+    let hs256 = sign_assertion(
+        &jsonwebtoken::EncodingKey::from_secret(&a.public_pem),
+        claims(&server.issuer(), now() + 60),
+        jsonwebtoken::Algorithm::HS256,
+        Some("client-key-1"),
+    );
+    for (what, assertion) in [
+        ("replayed", once.as_str()),
+        ("expired", expired.as_str()),
+        ("wrong aud", wrong_aud.as_str()),
+        ("unknown kid", unknown_kid.as_str()),
+        ("alg none", none.as_str()),
+        ("HS256 with the public key", hs256.as_str()),
+    ] {
+        let r = with_assertion(assertion);
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        assert_eq!(oauth_error(&r), "invalid_client", "{what}");
+        assert!(r.header("www-authenticate").is_some(), "{what}");
+    }
+
+    // Malformed and oversized bodies.
+    let r = post(server.port, "/par", "%%%=&&=", None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    oauth_error(&r);
+    let r = post(server.port, "/par", &"a=b&".repeat(30_000), None);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(oauth_error(&r), "invalid_request");
+
+    // An mTLS client's token presented with another client's certificate, at the token
+    // endpoint (authentication) and at userinfo (binding).
+    let m1 = mtls_client(&server, &mgmt, &ca, "mtls-one");
+    let m2 = mtls_client(&server, &mgmt, &ca, "mtls-two");
+    let (Auth::Mtls(c2, k2), Auth::Mtls(..)) = (&m2.auth, &m1.auth) else {
+        unreachable!()
+    };
+    let r = post(
+        server.mtls_port,
+        "/token",
+        &format!(
+            "grant_type=refresh_token&refresh_token=x&client_id={}",
+            enc(&m1.id)
+        ),
+        Some((c2, k2)),
+    );
+    assert_eq!(
+        (r.status, oauth_error(&r).as_str()),
+        (401, "invalid_client")
+    );
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &m1, &p, "n");
+    let t = redeem(&server, &m1, &code, &p.verifier).json();
+    let access = t["access_token"].as_str().unwrap();
+    let r = bearer(server.mtls_port, "GET", "/userinfo", access, Some((c2, k2)));
+    assert_eq!((r.status, oauth_error(&r).as_str()), (401, "invalid_token"));
+    let r = bearer(server.mtls_port, "GET", "/userinfo", access, m1.identity());
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn expired_request_uri_and_expired_code() {
+    let (server, _ca) =
+        start_server("par_lifetime_seconds = 2\nauthorization_code_lifetime_seconds = 1");
+    let mgmt = management_token(&server);
+    let client = jwt_client(&server, &mgmt, "slow app");
+    let mut browser = Browser::new(&server);
+
+    let p = pkce();
+    let uri = par(&server, &client, &p, "s", "n");
+    std::thread::sleep(std::time::Duration::from_millis(3_100));
+    let r = browser.send("GET", &authorize_path(&client, &uri), None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("invalid_request_uri"), "{}", r.body);
+
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &client, &p, "n");
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let r = redeem(&server, &client, &code, &p.verifier);
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+}
