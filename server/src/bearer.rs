@@ -68,11 +68,6 @@ impl VerifiedToken {
             )))
         }
     }
-
-    /// Whether the token carries `scope`.
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scope.split_whitespace().any(|s| s == scope)
-    }
 }
 
 /// The token from `Authorization: Bearer <token>` (RFC 6750 §2.1).

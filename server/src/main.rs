@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-#[allow(dead_code)] // bearer-protected endpoints are being built
 mod bearer;
 mod cli;
 #[allow(dead_code)]
