@@ -107,6 +107,11 @@ impl OAuthError {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, d)
     }
 
+    /// RFC 6750 §3.1: the token is good but lacks a scope the resource needs.
+    pub fn insufficient_scope(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::InsufficientScope, d)
+    }
+
     pub fn server_error(d: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError, d)
     }
@@ -150,6 +155,12 @@ impl IntoResponse for OAuthError {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
+            );
+        }
+        if self.status == StatusCode::FORBIDDEN && self.code == ErrorCode::InsufficientScope {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
             );
         }
         if let Some(s) = self.retry_after {

@@ -25,7 +25,22 @@ pub async fn openid_configuration(
         "token_endpoint_auth_methods_supported":
             ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
         "token_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],
-        "mtls_endpoint_aliases": { "token_endpoint": format!("{}/token", state.mtls_base_url) },
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "introspection_endpoint_auth_methods_supported":
+            ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
+        "introspection_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "revocation_endpoint_auth_methods_supported":
+            ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],
+        "mtls_endpoint_aliases": {
+            "token_endpoint": format!("{}/token", state.mtls_base_url),
+            "userinfo_endpoint": format!("{}/userinfo", state.mtls_base_url),
+            "introspection_endpoint": format!("{}/introspect", state.mtls_base_url),
+            "revocation_endpoint": format!("{}/revoke", state.mtls_base_url),
+        },
+        "claims_supported": super::userinfo::claims_supported(),
         "id_token_signing_alg_values_supported": [id_token_alg],
         "subject_types_supported": ["public"],
         "tls_client_certificate_bound_access_tokens": true,

@@ -1,8 +1,11 @@
 //! One file per endpoint. Each handler turns every failure into an [`OAuthError`](crate::error::OAuthError).
 
 pub mod discovery;
+pub mod introspect;
 pub mod jwks;
+pub mod revoke;
 pub mod token;
+pub mod userinfo;
 
 use std::sync::Arc;
 
@@ -20,5 +23,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/jwks", get(jwks::jwks))
         .route("/token", post(token::token))
+        .route(
+            "/userinfo",
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        )
+        .route("/introspect", post(introspect::introspect))
+        .route("/revoke", post(revoke::revoke))
         .with_state(state)
 }

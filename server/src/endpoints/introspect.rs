@@ -1,0 +1,155 @@
+//! `POST /introspect` (RFC 7662): tells an authenticated client whether a token is active and
+//! what it stands for.
+//!
+//! A client learns only about its own tokens: another client's token, like an unknown, expired,
+//! revoked or unverifiable one, is `{"active": false}` (RFC 7662 §2.2 leaves the choice to the
+//! server, and saying less tells a stranger nothing). Resource servers introspecting tokens
+//! issued to others come with resource-server registration. A JWT access token is checked like
+//! at a resource (signature, typ, iss, exp, nbf, record, revocation) except for its certificate
+//! binding: the caller is not the token's presenter, so `cnf` is reported, not checked.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::bearer;
+use crate::endpoints::token::{Form, authenticate_client, read_form, token_response};
+use crate::error::OAuthError;
+use crate::state::AppState;
+use crate::tls_edge::Connection;
+
+/// The two kinds of token this server issues, in the order to look a token up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    AccessToken,
+    RefreshToken,
+}
+
+/// The lookup order for a `token_type_hint` (RFC 7662 §2.1, RFC 7009 §2.1): the hinted kind
+/// first; no hint, or one we do not know, is no hint at all.
+pub fn lookup_order(hint: Option<&str>) -> [TokenKind; 2] {
+    if hint == Some("refresh_token") {
+        [TokenKind::RefreshToken, TokenKind::AccessToken]
+    } else {
+        [TokenKind::AccessToken, TokenKind::RefreshToken]
+    }
+}
+
+pub async fn introspect(
+    State(state): State<Arc<AppState>>,
+    Extension(conn): Extension<Connection>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let result = match read_form(&headers, body).await {
+        Ok(form) => handle(&state, &conn, &form).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {
+    let (client, _) = authenticate_client(state, conn, form, "/introspect").await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    for kind in lookup_order(form.get("token_type_hint")) {
+        let found = match kind {
+            TokenKind::AccessToken => access_token(state, token, &client.client_id).await?,
+            TokenKind::RefreshToken => refresh_token(state, token, &client.client_id).await?,
+        };
+        if let Some(body) = found {
+            return Ok(token_response(body));
+        }
+    }
+    Ok(token_response(json!({"active": false})))
+}
+
+/// The answer for an active access token of `client_id`; `None` if it is not one.
+async fn access_token(
+    state: &AppState,
+    token: &str,
+    client_id: &str,
+) -> Result<Option<Value>, OAuthError> {
+    let verified = match bearer::verify_active(state, token).await {
+        Ok(v) => v,
+        // Only a failure of the server itself is an error here; any fault of the token's is an
+        // inactive token.
+        Err(e) if e.status.is_server_error() => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    if verified.client_id != client_id {
+        return Ok(Some(json!({"active": false})));
+    }
+    let mut out = Map::new();
+    out.insert("active".into(), Value::Bool(true));
+    out.insert("token_type".into(), Value::from("Bearer"));
+    for name in [
+        "scope",
+        "client_id",
+        "sub",
+        "exp",
+        "iat",
+        "nbf",
+        "iss",
+        "aud",
+        "jti",
+        "cnf",
+        "authorization_details",
+    ] {
+        if let Some(v) = verified.claims.get(name) {
+            out.insert(name.to_owned(), v.clone());
+        }
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+/// The answer for a refresh token of ours; `None` if the token is not one.
+async fn refresh_token(
+    state: &AppState,
+    token: &str,
+    client_id: &str,
+) -> Result<Option<Value>, OAuthError> {
+    let Some(record) = state.store.get_refresh_token::<Value>(token).await? else {
+        return Ok(None);
+    };
+    if record.client_id != client_id || !record.is_active(state.now()) {
+        return Ok(Some(json!({"active": false})));
+    }
+    let mut out = Map::new();
+    out.insert("active".into(), Value::Bool(true));
+    out.insert("token_type".into(), Value::from("refresh_token"));
+    out.insert("client_id".into(), Value::from(record.client_id));
+    out.insert("exp".into(), Value::from(record.expires_at));
+    out.insert("iat".into(), Value::from(record.created_at));
+    for name in ["scope", "sub"] {
+        if let Some(v) = record.data.get(name).filter(|v| v.is_string()) {
+            out.insert(name.to_owned(), v.clone());
+        }
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_order_the_lookup_and_unknown_hints_are_ignored() {
+        use TokenKind::*;
+        assert_eq!(lookup_order(None), [AccessToken, RefreshToken]);
+        assert_eq!(
+            lookup_order(Some("access_token")),
+            [AccessToken, RefreshToken]
+        );
+        assert_eq!(
+            lookup_order(Some("refresh_token")),
+            [RefreshToken, AccessToken]
+        );
+        assert_eq!(lookup_order(Some("id_token")), [AccessToken, RefreshToken]);
+    }
+}
