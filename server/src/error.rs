@@ -29,6 +29,8 @@ pub enum ErrorCode {
     ConsentRequired,
     InvalidDpopProof,
     UnsupportedTokenType,
+    /// RFC 8707 §2: the requested resource is unknown or not allowed.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
+            ErrorCode::InvalidTarget => "invalid_target",
         }
     }
 }

@@ -11,6 +11,8 @@ mod config;
 mod endpoints;
 #[allow(dead_code)] // the endpoints that use them are being built (issue 4)
 mod error;
+mod grants;
+mod issue;
 mod jwks_fetch;
 #[allow(dead_code)]
 mod model;

@@ -83,6 +83,10 @@ async fn serve(config: &Config) -> Result<(), String> {
         lifetimes,
         clock_skew: config.keys.clock_skew_seconds,
     });
+    let purge = spawn_purge(
+        state.clone(),
+        std::time::Duration::from_secs(config.server.purge_interval_seconds.max(1)),
+    );
     let app = endpoints::router(state.clone());
     let listener = TcpListener::bind(&config.server.listen)
         .await
@@ -108,6 +112,7 @@ async fn serve(config: &Config) -> Result<(), String> {
     shutdown_signal().await;
     let _ = stop.send(true);
     maintenance.abort();
+    purge.abort();
     let _ = tokio::join!(main, alt);
     Ok(())
 }
@@ -122,6 +127,27 @@ fn jwks_source(config: &Config) -> Result<crate::jwks_fetch::HttpJwksSource, Str
     };
     crate::jwks_fetch::HttpJwksSource::new(extra.as_deref())
         .map_err(|e| format!("server.jwks_uri_ca_file: {e}"))
+}
+
+/// Deletes expired PAR requests, codes, assertion jtis and tokens every `interval`. Several
+/// instances may all run it: each DELETE is idempotent.
+///
+/// Codes and refresh tokens are kept one lifetime of an access token past their expiry, so that
+/// a late replay is still recognised as a replay (and revokes its grant) rather than being
+/// merely unknown.
+fn spawn_purge(state: Arc<AppState>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let cutoff = state.now() - state.lifetimes.access_token;
+            match state.store.purge_expired(cutoff).await {
+                Ok(counts) => tracing::debug!(?counts, "purged expired rows"),
+                Err(e) => tracing::warn!(error = %e, "purging expired rows failed; will retry"),
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

@@ -21,7 +21,7 @@ pub async fn openid_configuration(
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/jwks"),
         "token_endpoint": format!("{issuer}/token"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported":
             ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
         "token_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],

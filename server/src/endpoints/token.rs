@@ -1,9 +1,7 @@
 //! `POST /token` (RFC 6749 §3.2): client authentication, then the grant.
 //!
-//! Implemented grants: `client_credentials`. (`authorization_code` with PKCE and `refresh_token`
-//! follow with PAR and /authorize.) Access tokens are RFC 9068 JWTs (`typ: at+jwt`) signed in
-//! the HSM, bound to the client certificate (`cnf.x5t#S256`, RFC 8705) when the client asks for
-//! bound tokens and presented one, and recorded by `jti` for introspection and revocation.
+//! The grants themselves are in [`crate::grants`]: `authorization_code` (with PKCE S256),
+//! `refresh_token` (rotating) and `client_credentials`. Tokens are made in [`crate::issue`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,10 +10,10 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::client_auth::{self, ClientAuthPolicy, ClientCredentials};
 use crate::error::{ErrorCode, OAuthError};
+use crate::grants;
 use crate::model::Client;
 use crate::state::AppState;
 use crate::tls_edge::Connection;
@@ -100,13 +98,14 @@ async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Resp
     match form.get("grant_type") {
         None => Err(OAuthError::invalid_request("grant_type is required")),
         Some("client_credentials") => {
-            client_credentials(state, &client, &authenticated, form).await
+            grants::client_credentials::grant(state, &client, &authenticated, form).await
         }
-        Some(g @ ("authorization_code" | "refresh_token")) => Err(OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::UnsupportedGrantType,
-            format!("{g} is not available on this server yet"),
-        )),
+        Some("authorization_code") => {
+            grants::authorization_code::grant(state, &client, &authenticated, form).await
+        }
+        Some("refresh_token") => {
+            grants::refresh_token::grant(state, &client, &authenticated, form).await
+        }
         Some(other) => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::UnsupportedGrantType,
@@ -175,109 +174,6 @@ pub async fn authenticate_client(
         }
     }
     Ok((client, authenticated))
-}
-
-async fn client_credentials(
-    state: &AppState,
-    client: &Client,
-    authenticated: &client_auth::AuthenticatedClient,
-    form: &Form,
-) -> Result<Response, OAuthError> {
-    if !client.grant_types.iter().any(|g| g == "client_credentials") {
-        return Err(OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::UnauthorizedClient,
-            "this client may not use the client_credentials grant",
-        ));
-    }
-    let allowed: Vec<&str> = client
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let requested: Vec<&str> = form.get("scope").unwrap_or("").split_whitespace().collect();
-    if let Some(s) = requested.iter().find(|s| !allowed.contains(s)) {
-        return Err(OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidScope,
-            format!("scope {s:?} is not allowed for this client"),
-        ));
-    }
-    let scope = requested.join(" ");
-    let cnf = bound_certificate(client, authenticated)?;
-    let issued =
-        issue_access_token(state, client, &client.client_id, &scope, cnf.as_deref()).await?;
-    Ok(token_response(json!({
-        "access_token": issued.token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": scope,
-    })))
-}
-
-/// The certificate thumbprint to bind the token to, when the client asks for bound tokens.
-pub fn bound_certificate(
-    client: &Client,
-    authenticated: &client_auth::AuthenticatedClient,
-) -> Result<Option<String>, OAuthError> {
-    if !client.tls_client_certificate_bound_access_tokens {
-        return Ok(None);
-    }
-    match &authenticated.certificate_thumbprint {
-        Some(t) => Ok(Some(t.clone())),
-        None => Err(OAuthError::invalid_request(
-            "this client's access tokens are certificate-bound: connect to the mTLS endpoint \
-             with a client certificate",
-        )),
-    }
-}
-
-pub struct IssuedToken {
-    pub token: String,
-    pub expires_in: i64,
-}
-
-/// Signs an RFC 9068 access token in the HSM and records its `jti`.
-pub async fn issue_access_token(
-    state: &AppState,
-    client: &Client,
-    sub: &str,
-    scope: &str,
-    cnf_x5t_s256: Option<&str>,
-) -> Result<IssuedToken, OAuthError> {
-    let now = state.now();
-    let jti = crate::store::random_id().map_err(|_| OAuthError::server_error("no randomness"))?;
-    let exp = now + state.lifetimes.access_token;
-    let mut claims = json!({
-        "iss": state.issuer,
-        "sub": sub,
-        "aud": state.issuer,
-        "client_id": client.client_id,
-        "iat": now,
-        "exp": exp,
-        "jti": jti,
-        "scope": scope,
-    });
-    if let (Some(t), Some(map)) = (cnf_x5t_s256, claims.as_object_mut()) {
-        map.insert("cnf".into(), json!({ "x5t#S256": t }));
-    }
-    let token = state
-        .keystore
-        .sign_jwt(
-            strongroom_keystore::KeyPurpose::AccessToken,
-            Some("at+jwt"),
-            &claims,
-        )
-        .await?;
-    state
-        .store
-        .insert_access_token(&jti, &client.client_id, None, &claims, exp)
-        .await?;
-    Ok(IssuedToken {
-        token,
-        expires_in: state.lifetimes.access_token,
-    })
 }
 
 /// 200 with `Cache-Control: no-store` (RFC 6749 §5.1).

@@ -1,0 +1,180 @@
+//! RFC 6749 §4.1.3 with RFC 7636 PKCE: exchanging a code for an access token, an ID token (when
+//! `openid` was granted) and a refresh token (when the client registered the grant).
+//!
+//! The code is consumed by the database before anything else is checked, so a code is tried at
+//! most once whatever goes wrong afterwards; a second presentation revokes everything issued
+//! under its grant (RFC 6749 §4.1.2).
+
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{insert, require_grant_type};
+use crate::client_auth::AuthenticatedClient;
+use crate::endpoints::token::{Form, token_response};
+use crate::error::OAuthError;
+use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
+use crate::model::Client;
+use crate::state::AppState;
+use crate::store::{AuthorizationGrant, RedeemError};
+
+pub async fn grant(
+    state: &AppState,
+    client: &Client,
+    authenticated: &AuthenticatedClient,
+    form: &Form,
+) -> Result<Response, OAuthError> {
+    require_grant_type(client, "authorization_code")?;
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let now = state.now();
+    let redeemed = match state
+        .store
+        .redeem_code::<AuthorizationGrant>(code, &client.client_id, now)
+        .await
+    {
+        Ok(r) => r,
+        Err(RedeemError::Reused { grant_id }) => {
+            let revoked = state.store.revoke_grant(&grant_id).await?;
+            tracing::warn!(client_id = %client.client_id, %grant_id,
+                access_tokens = revoked.access_tokens, refresh_tokens = revoked.refresh_tokens,
+                "authorization code presented twice: its grant is revoked");
+            return Err(RedeemError::Reused { grant_id }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let g = redeemed.data;
+    // RFC 6749 §4.1.3: the same redirect_uri as in the authorization request.
+    if !g.redirect_uri.is_empty() && form.get("redirect_uri") != Some(g.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    check_pkce(&g, form.get("code_verifier"))?;
+    let cnf = issue::bound_certificate(client, authenticated)?;
+    let access = issue::access_token(
+        state,
+        client,
+        &AccessTokenRequest {
+            sub: &g.sub,
+            scope: &g.scope,
+            audience: &state.issuer,
+            grant_id: Some(&redeemed.grant_id),
+            auth_time: g.auth_time,
+            acr: g.acr.as_deref(),
+            cnf_x5t_s256: cnf.as_deref(),
+        },
+    )
+    .await?;
+    let mut body = json!({
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": access.expires_in,
+        "scope": g.scope,
+    });
+    if has_scope(&g.scope, "openid") {
+        let id_token = issue::id_token(
+            state,
+            client,
+            &IdTokenRequest {
+                sub: &g.sub,
+                auth_time: g.auth_time,
+                nonce: g.nonce.as_deref(),
+                acr: g.acr.as_deref(),
+                access_token: Some(&access.token),
+                code: Some(code),
+            },
+        )
+        .await?;
+        insert(&mut body, "id_token", id_token);
+    }
+    if client.grant_types.iter().any(|t| t == "refresh_token") {
+        let refresh = state
+            .store
+            .issue_refresh_token(
+                &redeemed.grant_id,
+                &client.client_id,
+                &g,
+                now,
+                now + state.lifetimes.refresh_token,
+            )
+            .await?;
+        insert(&mut body, "refresh_token", refresh);
+    }
+    Ok(token_response(body))
+}
+
+pub fn has_scope(scope: &str, wanted: &str) -> bool {
+    scope.split_whitespace().any(|s| s == wanted)
+}
+
+/// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) == code_challenge, for S256 (the only
+/// method /authorize accepts). A code issued without a challenge needs no verifier; a code
+/// issued with one refuses a missing, malformed or wrong verifier with `invalid_grant`.
+fn check_pkce(g: &AuthorizationGrant, verifier: Option<&str>) -> Result<(), OAuthError> {
+    let Some(challenge) = &g.code_challenge else {
+        return match verifier {
+            None => Ok(()),
+            Some(_) => Err(OAuthError::invalid_grant(
+                "code_verifier given for a code issued without code_challenge",
+            )),
+        };
+    };
+    let fail = || OAuthError::invalid_grant("PKCE verification failed");
+    let verifier = verifier.ok_or_else(fail)?;
+    // §4.1: 43 to 128 unreserved characters.
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    if !well_formed || g.code_challenge_method.as_deref().unwrap_or("plain") != "S256" {
+        return Err(fail());
+    }
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if computed.as_bytes() == challenge.as_bytes() {
+        Ok(())
+    } else {
+        Err(fail())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant_with(challenge: Option<&str>) -> AuthorizationGrant {
+        AuthorizationGrant {
+            code_challenge: challenge.map(str::to_owned),
+            code_challenge_method: challenge.map(|_| "S256".to_owned()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pkce_s256_matches_the_rfc_7636_example() {
+        // RFC 7636 Appendix B.
+        let g = grant_with(Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(check_pkce(&g, Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")).is_ok());
+        for bad in [
+            None,
+            Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj"),
+            Some("short"),
+            Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk!"),
+        ] {
+            let e = check_pkce(&g, bad).unwrap_err();
+            assert_eq!(e.code, crate::error::ErrorCode::InvalidGrant, "{bad:?}");
+        }
+        let mut plain = g.clone();
+        plain.code_challenge_method = Some("plain".into());
+        assert!(check_pkce(&plain, Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")).is_err());
+    }
+
+    #[test]
+    fn no_challenge_no_verifier() {
+        assert!(check_pkce(&grant_with(None), None).is_ok());
+        assert!(check_pkce(&grant_with(None), Some("x".repeat(43).as_str())).is_err());
+    }
+}

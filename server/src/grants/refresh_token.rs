@@ -1,0 +1,108 @@
+//! RFC 6749 §6: a refresh token for a new access token. Every refresh rotates the refresh
+//! token (the presented one is revoked in the same transaction that makes its successor); a
+//! rotated token presented again is a replay, and the whole grant is revoked (OAuth 2.0
+//! Security BCP §4.14.2).
+//!
+//! The refresh token belongs to the client that authenticated (RFC 8705 §4: for confidential
+//! clients the client authentication binds it); the new access token is bound to the
+//! certificate presented now, when the client asks for bound tokens.
+
+use axum::response::Response;
+use serde_json::json;
+
+use super::authorization_code::has_scope;
+use super::{insert, narrow_scope, require_grant_type};
+use crate::client_auth::AuthenticatedClient;
+use crate::endpoints::token::{Form, token_response};
+use crate::error::OAuthError;
+use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
+use crate::model::Client;
+use crate::state::AppState;
+use crate::store::{AuthorizationGrant, RedeemError};
+
+pub async fn grant(
+    state: &AppState,
+    client: &Client,
+    authenticated: &AuthenticatedClient,
+    form: &Form,
+) -> Result<Response, OAuthError> {
+    require_grant_type(client, "refresh_token")?;
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    // Checked before the rotation, so a bad request does not burn the token.
+    let cnf = issue::bound_certificate(client, authenticated)?;
+    if let Some(requested) = form.get("scope") {
+        // A read that decides nothing: the rotation below is still the one atomic step.
+        if let Some(r) = state
+            .store
+            .get_refresh_token::<AuthorizationGrant>(presented)
+            .await?
+            .filter(|r| r.client_id == client.client_id)
+        {
+            narrow_scope(Some(requested), &r.data.scope)?;
+        }
+    }
+    let now = state.now();
+    let rotated = match state
+        .store
+        .rotate_refresh_token::<AuthorizationGrant>(
+            presented,
+            &client.client_id,
+            now,
+            now + state.lifetimes.refresh_token,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(RedeemError::Reused { grant_id }) => {
+            let revoked = state.store.revoke_grant(&grant_id).await?;
+            tracing::warn!(client_id = %client.client_id, %grant_id,
+                access_tokens = revoked.access_tokens,
+                "a rotated refresh token was presented again: its grant is revoked");
+            return Err(RedeemError::Reused { grant_id }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let g = rotated.data;
+    // §6: the new access token's scope may be narrower than the grant's, never wider.
+    let scope = narrow_scope(form.get("scope"), &g.scope)?;
+    let access = issue::access_token(
+        state,
+        client,
+        &AccessTokenRequest {
+            sub: &g.sub,
+            scope: &scope,
+            audience: &state.issuer,
+            grant_id: Some(&rotated.grant_id),
+            auth_time: g.auth_time,
+            acr: g.acr.as_deref(),
+            cnf_x5t_s256: cnf.as_deref(),
+        },
+    )
+    .await?;
+    let mut body = json!({
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": access.expires_in,
+        "scope": scope,
+        "refresh_token": rotated.refresh_token,
+    });
+    // OpenID Connect Core §12.2: same iss, sub, aud and auth_time; no nonce.
+    if has_scope(&scope, "openid") {
+        let id_token = issue::id_token(
+            state,
+            client,
+            &IdTokenRequest {
+                sub: &g.sub,
+                auth_time: g.auth_time,
+                acr: g.acr.as_deref(),
+                access_token: Some(&access.token),
+                ..Default::default()
+            },
+        )
+        .await?;
+        insert(&mut body, "id_token", id_token);
+    }
+    Ok(token_response(body))
+}

@@ -1,0 +1,191 @@
+//! Making tokens: RFC 9068 JWT access tokens and OpenID Connect ID tokens, both signed in the
+//! HSM through the keystore, and the record of every access token (by `jti`) that
+//! introspection and revocation read.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use strongroom_keystore::KeyPurpose;
+
+use crate::client_auth::AuthenticatedClient;
+use crate::error::OAuthError;
+use crate::model::Client;
+use crate::state::AppState;
+
+/// What an access token says, apart from what the server adds (iss, iat, exp, jti, client_id).
+#[derive(Debug, Clone, Default)]
+pub struct AccessTokenRequest<'a> {
+    /// The user, or the client itself for client_credentials.
+    pub sub: &'a str,
+    /// Space-separated.
+    pub scope: &'a str,
+    /// The resource (RFC 8707) the token is for; the issuer when it is for our own endpoints.
+    pub audience: &'a str,
+    /// The grant the token belongs to (None for client_credentials): revoking the grant
+    /// revokes the token.
+    pub grant_id: Option<&'a str>,
+    pub auth_time: Option<i64>,
+    pub acr: Option<&'a str>,
+    /// RFC 8705 `cnf.x5t#S256`.
+    pub cnf_x5t_s256: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: i64,
+}
+
+/// Signs an RFC 9068 access token (`typ: at+jwt`) in the HSM and records its `jti`.
+pub async fn access_token(
+    state: &AppState,
+    client: &Client,
+    req: &AccessTokenRequest<'_>,
+) -> Result<IssuedToken, OAuthError> {
+    let now = state.now();
+    let jti = crate::store::random_id()?;
+    let lifetime = state.lifetimes.access_token;
+    let mut claims = Map::new();
+    claims.insert("iss".into(), json!(state.issuer));
+    claims.insert("sub".into(), json!(req.sub));
+    claims.insert("aud".into(), json!(req.audience));
+    claims.insert("client_id".into(), json!(client.client_id));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + lifetime));
+    claims.insert("jti".into(), json!(jti));
+    claims.insert("scope".into(), json!(req.scope));
+    if let Some(t) = req.auth_time {
+        claims.insert("auth_time".into(), json!(t));
+    }
+    if let Some(a) = req.acr {
+        claims.insert("acr".into(), json!(a));
+    }
+    if let Some(t) = req.cnf_x5t_s256 {
+        claims.insert("cnf".into(), json!({ "x5t#S256": t }));
+    }
+    let claims = Value::Object(claims);
+    let token = state
+        .keystore
+        .sign_jwt(KeyPurpose::AccessToken, Some("at+jwt"), &claims)
+        .await?;
+    state
+        .store
+        .insert_access_token(
+            &jti,
+            &client.client_id,
+            req.grant_id,
+            &claims,
+            now + lifetime,
+        )
+        .await?;
+    Ok(IssuedToken {
+        token,
+        expires_in: lifetime,
+    })
+}
+
+/// What an ID token says about the authentication (OpenID Connect Core §2).
+#[derive(Debug, Clone, Default)]
+pub struct IdTokenRequest<'a> {
+    pub sub: &'a str,
+    pub auth_time: Option<i64>,
+    pub nonce: Option<&'a str>,
+    pub acr: Option<&'a str>,
+    /// The access token issued with it (`at_hash`).
+    pub access_token: Option<&'a str>,
+    /// The authorization code it was exchanged for (`c_hash`).
+    pub code: Option<&'a str>,
+}
+
+/// Signs an ID token for `client` in the HSM.
+pub async fn id_token(
+    state: &AppState,
+    client: &Client,
+    req: &IdTokenRequest<'_>,
+) -> Result<String, OAuthError> {
+    let key = state.keystore.signing_key(KeyPurpose::IdToken)?;
+    let alg = key.alg.jose_name();
+    if let Some(wanted) = &client.id_token_signed_response_alg {
+        if wanted != alg {
+            // Registration should have refused it; the keys may have changed algorithm since.
+            tracing::error!(client_id = %client.client_id, wanted, signing = alg,
+                "client's id_token_signed_response_alg is not the ID-token key's algorithm");
+            return Err(OAuthError::server_error(format!(
+                "this server signs ID tokens with {alg}, not the registered {wanted}"
+            )));
+        }
+    }
+    let now = state.now();
+    let mut claims = Map::new();
+    claims.insert("iss".into(), json!(state.issuer));
+    claims.insert("sub".into(), json!(req.sub));
+    claims.insert("aud".into(), json!(client.client_id));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + state.lifetimes.id_token));
+    if let Some(t) = req.auth_time {
+        claims.insert("auth_time".into(), json!(t));
+    }
+    if let Some(n) = req.nonce {
+        claims.insert("nonce".into(), json!(n));
+    }
+    if let Some(a) = req.acr {
+        claims.insert("acr".into(), json!(a));
+    }
+    if let Some(t) = req.access_token {
+        claims.insert("at_hash".into(), json!(left_half_hash(t)));
+    }
+    if let Some(c) = req.code {
+        claims.insert("c_hash".into(), json!(left_half_hash(c)));
+    }
+    Ok(state
+        .keystore
+        .sign_jwt(KeyPurpose::IdToken, Some("JWT"), &Value::Object(claims))
+        .await?)
+}
+
+/// OpenID Connect Core §3.1.3.6 / §3.3.2.11: base64url of the left half of the hash of the
+/// ASCII value, with the hash of the signing algorithm. Every algorithm we sign ID tokens with
+/// (PS256, RS256, ES256) uses SHA-256.
+pub fn left_half_hash(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.get(..16).unwrap_or_default())
+}
+
+/// The certificate thumbprint to bind tokens to, when the client asks for bound tokens
+/// (RFC 8705 §3): such a client must present its certificate.
+pub fn bound_certificate(
+    client: &Client,
+    authenticated: &AuthenticatedClient,
+) -> Result<Option<String>, OAuthError> {
+    if !client.tls_client_certificate_bound_access_tokens {
+        return Ok(None);
+    }
+    match &authenticated.certificate_thumbprint {
+        Some(t) => Ok(Some(t.clone())),
+        None => Err(OAuthError::invalid_request(
+            "this client's access tokens are certificate-bound: connect to the mTLS endpoint \
+             with a client certificate",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_matches_the_openid_connect_example() {
+        // OpenID Connect Core, Appendix A.3/A.4: access_token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+        // has at_hash "77QmUPtjPfzWtF2AnpK9RQ" (SHA-256, left 128 bits).
+        assert_eq!(
+            left_half_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+        // c_hash of code "Qcb0Orv1zh30vL1MPRsbm-diHiMwcLyZvn1arpZv-Jxf_11jnpEX3Tgfvk" (A.4).
+        assert_eq!(
+            left_half_hash("Qcb0Orv1zh30vL1MPRsbm-diHiMwcLyZvn1arpZv-Jxf_11jnpEX3Tgfvk"),
+            "LDktKdoQak3Pk0cnXxCltA"
+        );
+    }
+}
