@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub mtls_base_url: String,
     /// PEM file of the CAs trusted for tls_client_auth; none: only self-signed mTLS clients.
     pub client_ca_file: Option<PathBuf>,
+    /// PEM file of extra CAs trusted (besides the platform's roots) for clients' jwks_uri.
+    pub jwks_uri_ca_file: Option<PathBuf>,
     /// Lifetime of access tokens; at most keys.max_token_lifetime_seconds.
     pub access_token_lifetime_seconds: i64,
     /// Lifetime of ID tokens; at most keys.max_token_lifetime_seconds.
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             mtls_listen: "127.0.0.1:8444".into(),
             mtls_base_url: "https://localhost:8444".into(),
             client_ca_file: None,
+            jwks_uri_ca_file: None,
             access_token_lifetime_seconds: 600,
             id_token_lifetime_seconds: 600,
             refresh_token_lifetime_seconds: 7 * 86_400,

@@ -12,8 +12,10 @@ mod endpoints;
 mod error;
 mod grants;
 mod issue;
+mod jwks_fetch;
 #[allow(dead_code)]
 mod model;
+mod proxy_cert;
 mod state;
 #[allow(dead_code)]
 mod store;
@@ -53,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::clients::ClientsCommand,
     },
+    /// End users: create (password from a file or standard input), list.
+    Users {
+        #[command(subcommand)]
+        command: cli::users::UsersCommand,
+    },
     /// Keys by purpose: list, rotate, retire, destroy.
     Keys {
         #[command(subcommand)]
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
             Command::Keys { command } => cli::keys::run(&config, command),
             Command::Serve => cli::serve::run(&config),
             Command::Clients { command } => cli::clients::run(&config, command),
+            Command::Users { command } => cli::users::run(&config, command),
             Command::HsmWorker => Ok(()),
         }),
     };

@@ -18,6 +18,8 @@ pub struct AppState {
     pub client_ca: Option<ClientCaBundle>,
     /// Fetches (and caches) the JWK Sets of clients registered with a `jwks_uri`.
     pub jwks_source: Option<Arc<dyn JwksSource>>,
+    /// RFC 9440 proxies whose `Client-Cert` header is believed (see `proxy_cert`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub lifetimes: Lifetimes,
     pub clock_skew: i64,
 }

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod hsm;
 pub mod keys;
 pub mod serve;
+pub mod users;
 
 /// A Unix time as RFC 3339 (UTC, seconds).
 pub use strongroom_keystore::clock::rfc3339 as when;

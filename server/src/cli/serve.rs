@@ -78,7 +78,8 @@ async fn serve(config: &Config) -> Result<(), String> {
         keystore,
         store,
         client_ca,
-        jwks_source: None,
+        jwks_source: Some(Arc::new(jwks_source(config)?)),
+        trusted_proxies: config.server.trusted_proxies.clone(),
         lifetimes,
         clock_skew: config.keys.clock_skew_seconds,
     });
@@ -114,6 +115,18 @@ async fn serve(config: &Config) -> Result<(), String> {
     purge.abort();
     let _ = tokio::join!(main, alt);
     Ok(())
+}
+
+/// The jwks_uri fetcher, trusting `server.jwks_uri_ca_file` besides the platform's roots.
+fn jwks_source(config: &Config) -> Result<crate::jwks_fetch::HttpJwksSource, String> {
+    let extra = match &config.server.jwks_uri_ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    crate::jwks_fetch::HttpJwksSource::new(extra.as_deref())
+        .map_err(|e| format!("server.jwks_uri_ca_file: {e}"))
 }
 
 /// Deletes expired PAR requests, codes, assertion jtis and tokens every `interval`. Several

@@ -46,6 +46,10 @@ pub type JwksFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, String>> + S
 /// "timed out"), not the server's internals.
 pub trait JwksSource: Send + Sync {
     fn fetch<'a>(&'a self, uri: &'a str) -> JwksFuture<'a>;
+
+    /// Forgets what was cached for `uri`, so the next `fetch` goes to the network (after a
+    /// client's keys changed, or on an unknown `kid`).
+    fn invalidate(&self, _uri: &str) {}
 }
 
 /// base64url(SHA-256(DER)) of a certificate: the `x5t#S256` confirmation method of RFC 8705

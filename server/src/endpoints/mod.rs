@@ -3,6 +3,7 @@
 pub mod discovery;
 pub mod introspect;
 pub mod jwks;
+pub mod management;
 pub mod revoke;
 pub mod token;
 pub mod userinfo;
@@ -11,6 +12,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+
+use crate::proxy_cert;
 
 use crate::state::AppState;
 
@@ -29,5 +32,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/introspect", post(introspect::introspect))
         .route("/revoke", post(revoke::revoke))
+        .route(
+            "/api/v2/clients",
+            get(management::list)
+                .post(management::create)
+                .fallback(|| async { management::method_not_allowed("GET, POST") }),
+        )
+        .route(
+            "/api/v2/clients/{client_id}",
+            get(management::get_one)
+                .patch(management::patch)
+                .delete(management::delete)
+                .fallback(|| async { management::method_not_allowed("GET, PATCH, DELETE") }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy_cert::client_cert_from_proxy,
+        ))
         .with_state(state)
 }

@@ -24,6 +24,22 @@ impl Store {
         Ok(client)
     }
 
+    /// Registers `client` under its own (non-empty) client_id; `None` if that client_id is
+    /// taken. One statement, so two registrations racing for one id cannot both succeed.
+    pub async fn insert_client(&self, client: &Client, now: i64) -> Result<Option<Client>> {
+        let metadata = serde_json::to_string(client)?;
+        let done = sqlx::query(
+            "INSERT INTO clients (client_id, metadata, created_at, updated_at) \
+             VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&client.client_id)
+        .bind(metadata)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok((done.rows_affected() == 1).then(|| client.clone()))
+    }
+
     /// The client, or `None` if there is no such client_id.
     pub async fn get_client(&self, client_id: &str) -> Result<Option<Client>> {
         let row = sqlx::query("SELECT client_id, metadata FROM clients WHERE client_id = $1")
@@ -140,6 +156,23 @@ mod tests {
         assert!(!store.delete_client(&created.client_id).await.unwrap());
         assert_eq!(store.get_client(&created.client_id).await.unwrap(), None);
         assert_eq!(store.list_clients().await.unwrap(), vec![other]);
+    }
+
+    #[tokio::test]
+    async fn insert_with_a_chosen_id_once() {
+        let (store, _dir) = temp_store().await;
+        let chosen = Client {
+            client_id: "bank-app".into(),
+            ..sample()
+        };
+        let stored = store.insert_client(&chosen, 1).await.unwrap();
+        assert_eq!(stored.as_ref(), Some(&chosen));
+        let again = Client {
+            client_name: Some("Impostor".into()),
+            ..chosen.clone()
+        };
+        assert_eq!(store.insert_client(&again, 2).await.unwrap(), None);
+        assert_eq!(store.get_client("bank-app").await.unwrap(), Some(chosen));
     }
 
     #[tokio::test]

@@ -102,6 +102,19 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every user, oldest first (for operators: `strongroom users list`).
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT user_id, username, claims, created_at FROM users \
+             ORDER BY created_at, username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+}
+
 fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User> {
     let claims: String = r.try_get("claims")?;
     Ok(User {
@@ -190,6 +203,21 @@ mod tests {
         );
         assert_eq!(store.get_user(&alice.user_id).await.unwrap(), Some(alice));
         assert_eq!(store.get_user("nobody").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn list_users_oldest_first() {
+        let (store, _dir) = temp_store().await;
+        assert!(store.list_users().await.unwrap().is_empty());
+        let b = store
+            .create_user("bob", pw("pw-bob"), serde_json::json!({}), 2)
+            .await
+            .unwrap();
+        let a = store
+            .create_user("alice", pw("pw-alice"), serde_json::json!({"name": "A"}), 1)
+            .await
+            .unwrap();
+        assert_eq!(store.list_users().await.unwrap(), vec![a, b]);
     }
 
     #[tokio::test]
