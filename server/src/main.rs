@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod authz_request;
 mod cli;
 #[allow(dead_code)]
 mod client_auth;
@@ -11,6 +12,7 @@ mod endpoints;
 mod error;
 #[allow(dead_code)]
 mod model;
+mod pages;
 mod state;
 #[allow(dead_code)]
 mod store;

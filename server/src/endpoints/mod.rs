@@ -1,7 +1,9 @@
 //! One file per endpoint. Each handler turns every failure into an [`OAuthError`](crate::error::OAuthError).
 
+pub mod authorize;
 pub mod discovery;
 pub mod jwks;
+pub mod par;
 pub mod token;
 
 use std::sync::Arc;
@@ -20,5 +22,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/jwks", get(jwks::jwks))
         .route("/token", post(token::token))
+        .route("/par", post(par::par))
+        .route("/authorize", get(authorize::authorize))
+        .route(
+            "/authorize/login",
+            get(authorize::login_page).post(authorize::login_submit),
+        )
+        .route(
+            "/authorize/consent",
+            get(authorize::consent_page).post(authorize::consent_submit),
+        )
         .with_state(state)
 }
