@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod bearer;
+mod authz_request;
 mod cli;
 #[allow(dead_code)]
 mod client_auth;
@@ -16,6 +17,7 @@ mod jwks_fetch;
 #[allow(dead_code)]
 mod model;
 mod proxy_cert;
+mod pages;
 mod state;
 #[allow(dead_code)]
 mod store;

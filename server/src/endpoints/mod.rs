@@ -1,10 +1,12 @@
 //! One file per endpoint. Each handler turns every failure into an [`OAuthError`](crate::error::OAuthError).
 
+pub mod authorize;
 pub mod discovery;
 pub mod introspect;
 pub mod jwks;
 pub mod management;
 pub mod revoke;
+pub mod par;
 pub mod token;
 pub mod userinfo;
 
@@ -49,5 +51,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             proxy_cert::client_cert_from_proxy,
         ))
+        .route("/par", post(par::par))
+        .route("/authorize", get(authorize::authorize))
+        .route(
+            "/authorize/login",
+            get(authorize::login_page).post(authorize::login_submit),
+        )
+        .route(
+            "/authorize/consent",
+            get(authorize::consent_page).post(authorize::consent_submit),
+        )
         .with_state(state)
 }

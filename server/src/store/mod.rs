@@ -14,8 +14,11 @@
 
 mod clients;
 mod codes;
+mod consents;
+mod interactions;
 mod jti;
 mod par;
+mod sessions;
 mod tokens;
 mod users;
 
@@ -29,6 +32,7 @@ use crate::error::OAuthError;
 // Used by the endpoints being built (issue 4).
 #[allow(unused_imports)]
 pub use codes::{AuthorizationGrant, IssuedCode, RedeemedCode};
+pub use interactions::{Interaction, SignedIn};
 #[allow(unused_imports)]
 pub use par::REQUEST_URI_PREFIX;
 #[allow(unused_imports)]
@@ -129,6 +133,8 @@ pub struct PurgeCounts {
     pub client_assertion_jtis: u64,
     pub refresh_tokens: u64,
     pub access_tokens: u64,
+    pub interactions: u64,
+    pub login_sessions: u64,
 }
 
 /// The server's database.
@@ -166,7 +172,8 @@ impl Store {
     }
 
     /// Deletes everything that expired at or before `now`: PAR requests, authorization codes,
-    /// client-assertion jtis, refresh and access tokens. One transaction.
+    /// client-assertion jtis, refresh and access tokens, interactions and login sessions (not
+    /// consents, which do not expire). One transaction.
     ///
     /// A code or refresh token deleted here can no longer be recognised as *reused* (it becomes
     /// unknown, which is still refused); pass `now` minus a grace period to keep them longer.
@@ -200,6 +207,18 @@ impl Store {
             access_tokens: delete_expired(
                 &mut tx,
                 "DELETE FROM access_tokens WHERE expires_at <= $1",
+                now,
+            )
+            .await?,
+            interactions: delete_expired(
+                &mut tx,
+                "DELETE FROM interactions WHERE expires_at <= $1",
+                now,
+            )
+            .await?,
+            login_sessions: delete_expired(
+                &mut tx,
+                "DELETE FROM login_sessions WHERE expires_at <= $1",
                 now,
             )
             .await?,
@@ -323,6 +342,22 @@ mod tests {
             .insert_access_token("jti-b", "c", None, &serde_json::json!({}), 100)
             .await
             .unwrap();
+        let user = SignedIn {
+            user_id: "u".into(),
+            auth_time: 0,
+            acr: "a".into(),
+        };
+        for expires_at in [10, 100] {
+            store
+                .create_interaction("c", &serde_json::json!({}), None, expires_at)
+                .await
+                .unwrap();
+            store.create_login_session(&user, expires_at).await.unwrap();
+        }
+        store
+            .remember_consent("u", "c", &["openid".to_owned()], 0)
+            .await
+            .unwrap();
         let counts = store.purge_expired(50).await.unwrap();
         assert_eq!(
             counts,
@@ -332,8 +367,11 @@ mod tests {
                 client_assertion_jtis: 1,
                 refresh_tokens: 1,
                 access_tokens: 1,
+                interactions: 1,
+                login_sessions: 1,
             }
         );
+        assert_eq!(store.granted_scopes("u", "c").await.unwrap(), ["openid"]);
         assert_eq!(
             store.purge_expired(50).await.unwrap(),
             PurgeCounts::default()

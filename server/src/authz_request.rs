@@ -1,0 +1,488 @@
+//! An authorization request's parameters (RFC 6749 §4.1.1, RFC 7636, OpenID Connect Core
+//! §3.1.2.1), parsed and checked against the client's registration. PAR checks a pushed request
+//! with it before storing it; `/authorize` checks plain query parameters with it for clients
+//! that need not push.
+//!
+//! Checking is split in two because of RFC 6749 §4.1.2.1: until the `redirect_uri` is known to
+//! be one the client registered ([`registered_redirect_uri`]), an error must not be sent there;
+//! after that ([`validate`]) errors go back to the client by redirect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoints::token::Form;
+use crate::error::{ErrorCode, OAuthError};
+use crate::model::Client;
+
+/// Longest `state` and `nonce` accepted: they come back in URLs and tokens.
+pub const MAX_STATE_LEN: usize = 512;
+/// Longest `login_hint` and `acr_values` accepted.
+const MAX_HINT_LEN: usize = 512;
+/// A base64url SHA-256 digest without padding (RFC 7636 §4.2, S256) is exactly this long.
+const S256_CHALLENGE_LEN: usize = 43;
+
+/// The scopes any client may ask for without registering a `scope` (OpenID Connect Core §5.4,
+/// §11). A client that registered a `scope` may ask for those and `openid`.
+pub const STANDARD_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// OpenID Connect Core §3.1.2.1 `prompt` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// No page may be shown: fail with login_required / consent_required instead.
+    None,
+    /// Authenticate again even with a live session.
+    Login,
+    /// Ask for consent even when it was given before.
+    Consent,
+    /// Let the user choose an account: here, sign in again (one account per browser session).
+    SelectAccount,
+}
+
+impl Prompt {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Prompt::None),
+            "login" => Some(Prompt::Login),
+            "consent" => Some(Prompt::Consent),
+            "select_account" => Some(Prompt::SelectAccount),
+            _ => None,
+        }
+    }
+}
+
+/// A validated authorization request: what PAR stores and what an interaction carries to the
+/// code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    /// Always `code`.
+    pub response_type: String,
+    /// One of the client's registered redirect URIs, exactly.
+    pub redirect_uri: String,
+    /// Space-separated, each scope once, in the order asked.
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// RFC 7636: required, S256 only.
+    pub code_challenge: String,
+    pub code_challenge_method: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt: Vec<Prompt>,
+    /// Seconds since the last authentication beyond which the user must sign in again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr_values: Option<String>,
+    /// The OpenID Connect `claims` parameter (a JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<serde_json::Value>,
+    /// Absent or `query` (the only mode of the code response here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+}
+
+impl AuthorizationRequest {
+    pub fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+
+    pub fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+
+    pub fn has_prompt(&self, p: Prompt) -> bool {
+        self.prompt.contains(&p)
+    }
+
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope.split_whitespace().map(str::to_owned).collect()
+    }
+}
+
+/// Parses and checks a whole request (PAR: every error is answered to the client directly).
+pub fn parse(client: &Client, params: &Form) -> Result<AuthorizationRequest, OAuthError> {
+    let redirect_uri = registered_redirect_uri(client, params)?;
+    validate(client, params, redirect_uri)
+}
+
+/// The request's `redirect_uri`, if it is exactly (string comparison, no wildcards, RFC 9700
+/// §4.1.3) one the client registered. `invalid_request` otherwise: until this succeeds, errors
+/// must be shown to the user, never sent to the URI.
+pub fn registered_redirect_uri(client: &Client, params: &Form) -> Result<String, OAuthError> {
+    let uri = params
+        .get("redirect_uri")
+        .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    if client.redirect_uris.iter().any(|r| r == uri) {
+        Ok(uri.to_owned())
+    } else {
+        Err(OAuthError::invalid_request(
+            "redirect_uri is not one of the client's registered redirect URIs",
+        ))
+    }
+}
+
+/// The `state` to send back with an error, when it is within limits.
+pub fn echo_state(params: &Form) -> Option<&str> {
+    params.get("state").filter(|s| s.len() <= MAX_STATE_LEN)
+}
+
+/// Checks every parameter but `redirect_uri` (already checked by [`registered_redirect_uri`]).
+pub fn validate(
+    client: &Client,
+    params: &Form,
+    redirect_uri: String,
+) -> Result<AuthorizationRequest, OAuthError> {
+    let bad = |code: ErrorCode, d: &str| {
+        OAuthError::new(axum::http::StatusCode::BAD_REQUEST, code, d.to_owned())
+    };
+    if params
+        .get("client_id")
+        .is_some_and(|id| id != client.client_id)
+    {
+        return Err(OAuthError::invalid_request(
+            "client_id is not the authenticated client",
+        ));
+    }
+    if params.get("request").is_some() {
+        return Err(OAuthError::invalid_request(
+            "request objects (RFC 9101) are not supported: send the parameters themselves",
+        ));
+    }
+    if params.get("authorization_details").is_some() {
+        return Err(bad(
+            ErrorCode::InvalidAuthorizationDetails,
+            "no authorization_details types are supported",
+        ));
+    }
+
+    let response_type = params
+        .get("response_type")
+        .ok_or_else(|| OAuthError::invalid_request("response_type is required"))?;
+    if response_type != "code" || !client.response_types.iter().any(|r| r == "code") {
+        return Err(bad(
+            ErrorCode::UnsupportedResponseType,
+            "only response_type=code is supported for this client",
+        ));
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(bad(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization_code grant",
+        ));
+    }
+    let response_mode = params.get("response_mode");
+    if response_mode.is_some_and(|m| m != "query") {
+        return Err(OAuthError::invalid_request(
+            "response_mode: only query is supported",
+        ));
+    }
+
+    let code_challenge = params.get("code_challenge").ok_or_else(|| {
+        OAuthError::invalid_request("PKCE is required: code_challenge is missing")
+    })?;
+    if params.get("code_challenge_method") != Some("S256") {
+        return Err(OAuthError::invalid_request(
+            "code_challenge_method must be S256",
+        ));
+    }
+    if code_challenge.len() != S256_CHALLENGE_LEN
+        || !code_challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(OAuthError::invalid_request(
+            "code_challenge must be the base64url SHA-256 of the code_verifier (43 characters)",
+        ));
+    }
+
+    let scope = checked_scope(client, params.get("scope").unwrap_or(""))?;
+    let state = bounded(params, "state", MAX_STATE_LEN)?;
+    let nonce = bounded(params, "nonce", MAX_STATE_LEN)?;
+    let login_hint = bounded(params, "login_hint", MAX_HINT_LEN)?;
+    let acr_values = bounded(params, "acr_values", MAX_HINT_LEN)?;
+    let prompt = checked_prompt(params.get("prompt"))?;
+    let max_age =
+        match params.get("max_age") {
+            None => None,
+            Some(v) => Some(v.parse::<u32>().map(i64::from).map_err(|_| {
+                OAuthError::invalid_request("max_age must be a non-negative integer")
+            })?),
+        };
+    let claims = match params.get("claims") {
+        None => None,
+        Some(c) => match serde_json::from_str::<serde_json::Value>(c) {
+            Ok(v @ serde_json::Value::Object(_)) => Some(v),
+            _ => return Err(OAuthError::invalid_request("claims must be a JSON object")),
+        },
+    };
+
+    Ok(AuthorizationRequest {
+        client_id: client.client_id.clone(),
+        response_type: response_type.to_owned(),
+        redirect_uri,
+        scope,
+        state,
+        nonce,
+        code_challenge: code_challenge.to_owned(),
+        code_challenge_method: "S256".to_owned(),
+        prompt,
+        max_age,
+        acr_values,
+        claims,
+        response_mode: response_mode.map(str::to_owned),
+        login_hint,
+    })
+}
+
+/// Every requested scope must be allowed: the client's registered `scope` plus `openid`, or the
+/// standard OpenID scopes for a client that registered none. Duplicates are dropped.
+fn checked_scope(client: &Client, requested: &str) -> Result<String, OAuthError> {
+    let registered: Vec<&str> = match &client.scope {
+        Some(s) => s.split_whitespace().chain(["openid"]).collect(),
+        None => STANDARD_SCOPES.to_vec(),
+    };
+    let mut scopes: Vec<&str> = Vec::new();
+    for s in requested.split_whitespace() {
+        if !registered.contains(&s) {
+            return Err(OAuthError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidScope,
+                format!("scope {s:?} is not allowed for this client"),
+            ));
+        }
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    Ok(scopes.join(" "))
+}
+
+fn checked_prompt(value: Option<&str>) -> Result<Vec<Prompt>, OAuthError> {
+    let mut prompts = Vec::new();
+    for v in value.unwrap_or("").split_whitespace() {
+        let p = Prompt::parse(v)
+            .ok_or_else(|| OAuthError::invalid_request(format!("prompt value {v:?} is unknown")))?;
+        if !prompts.contains(&p) {
+            prompts.push(p);
+        }
+    }
+    if prompts.contains(&Prompt::None) && prompts.len() > 1 {
+        return Err(OAuthError::invalid_request(
+            "prompt=none cannot be combined with other prompt values",
+        ));
+    }
+    Ok(prompts)
+}
+
+fn bounded(params: &Form, name: &str, max: usize) -> Result<Option<String>, OAuthError> {
+    match params.get(name) {
+        Some(v) if v.len() > max => Err(OAuthError::invalid_request(format!(
+            "{name} is longer than {max} bytes"
+        ))),
+        v => Ok(v.map(str::to_owned)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn client(scope: Option<&str>) -> Client {
+        let mut c: Client = serde_json::from_value(serde_json::json!({
+            "client_id": "c1",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "redirect_uris": ["https://rp.example/cb", "https://rp.example/cb2?x=1"],
+        }))
+        .unwrap();
+        c.scope = scope.map(str::to_owned);
+        c
+    }
+
+    fn form(extra: &[(&str, &str)], drop: &[&str]) -> Form {
+        let mut pairs = vec![
+            ("client_id", "c1"),
+            ("response_type", "code"),
+            ("redirect_uri", "https://rp.example/cb"),
+            ("scope", "openid accounts"),
+            ("state", "st"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ];
+        pairs.retain(|(k, _)| !drop.contains(k) && !extra.iter().any(|(e, _)| e == k));
+        pairs.extend_from_slice(extra);
+        Form::parse(serde_urlencoded::to_string(&pairs).unwrap().as_bytes()).unwrap()
+    }
+
+    fn code_of(r: Result<AuthorizationRequest, OAuthError>) -> &'static str {
+        r.unwrap_err().code.as_str()
+    }
+
+    #[test]
+    fn a_good_request_round_trips_through_json() {
+        let c = client(Some("accounts payments"));
+        let r = parse(
+            &c,
+            &form(
+                &[
+                    ("scope", "openid accounts openid"),
+                    ("nonce", "n"),
+                    ("prompt", "login consent"),
+                    ("max_age", "0"),
+                    ("claims", r#"{"userinfo":{"email":null}}"#),
+                ],
+                &[],
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.scope, "openid accounts");
+        assert_eq!(r.scopes(), ["openid", "accounts"]);
+        assert_eq!(r.state.as_deref(), Some("st"));
+        assert_eq!(r.max_age, Some(0));
+        assert!(r.has_prompt(Prompt::Login) && r.has_prompt(Prompt::Consent));
+        assert!(!r.has_prompt(Prompt::None));
+        let back = AuthorizationRequest::from_json(r.to_json().unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn redirect_uri_must_be_registered_exactly() {
+        let c = client(None);
+        assert_eq!(
+            registered_redirect_uri(&c, &form(&[], &[])).unwrap(),
+            "https://rp.example/cb"
+        );
+        assert!(
+            registered_redirect_uri(
+                &c,
+                &form(&[("redirect_uri", "https://rp.example/cb2?x=1")], &[])
+            )
+            .is_ok()
+        );
+        for bad in [
+            "https://rp.example/cb/",
+            "https://rp.example/cb?x=1",
+            "https://RP.example/cb",
+            "https://rp.example/cb2",
+        ] {
+            let e = registered_redirect_uri(&c, &form(&[("redirect_uri", bad)], &[]));
+            assert_eq!(e.unwrap_err().code, ErrorCode::InvalidRequest, "{bad}");
+        }
+        assert_eq!(
+            code_of(parse(&c, &form(&[], &["redirect_uri"]))),
+            "invalid_request"
+        );
+    }
+
+    #[test]
+    fn pkce_is_required_with_s256() {
+        let c = client(None);
+        for (extra, drop) in [
+            (vec![], vec!["code_challenge"]),
+            (vec![], vec!["code_challenge_method"]),
+            (vec![("code_challenge_method", "plain")], vec![]),
+            (vec![("code_challenge", "short")], vec![]),
+            (
+                vec![(
+                    "code_challenge",
+                    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM",
+                )],
+                vec![],
+            ),
+        ] {
+            assert_eq!(
+                code_of(parse(&c, &form(&extra, &drop))),
+                "invalid_request",
+                "{extra:?} {drop:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_response_type_and_grant() {
+        let registered = client(Some("accounts"));
+        assert_eq!(
+            code_of(parse(
+                &registered,
+                &form(&[("scope", "openid payments")], &[])
+            )),
+            "invalid_scope"
+        );
+        // No registered scope: the standard OpenID scopes only.
+        let open = client(None);
+        assert_eq!(
+            code_of(parse(&open, &form(&[], &[]))),
+            "invalid_scope",
+            "accounts is not standard"
+        );
+        assert!(parse(&open, &form(&[("scope", "openid profile email")], &[])).is_ok());
+
+        assert_eq!(
+            code_of(parse(&open, &form(&[("response_type", "token")], &[]))),
+            "unsupported_response_type"
+        );
+        assert_eq!(
+            code_of(parse(&open, &form(&[], &["response_type"]))),
+            "invalid_request"
+        );
+        let mut cc = client(None);
+        cc.grant_types = vec!["client_credentials".into()];
+        assert_eq!(
+            code_of(parse(&cc, &form(&[("scope", "openid")], &[]))),
+            "unauthorized_client"
+        );
+        let mut hybrid_only = client(None);
+        hybrid_only.response_types = vec!["code id_token".into()];
+        assert_eq!(
+            code_of(parse(&hybrid_only, &form(&[("scope", "openid")], &[]))),
+            "unsupported_response_type"
+        );
+    }
+
+    #[test]
+    fn the_other_parameters_are_bounded() {
+        let c = client(Some("accounts"));
+        let long = "x".repeat(MAX_STATE_LEN + 1);
+        for extra in [
+            ("state", long.as_str()),
+            ("nonce", long.as_str()),
+            ("max_age", "-1"),
+            ("max_age", "soon"),
+            ("prompt", "none login"),
+            ("prompt", "sometimes"),
+            ("claims", "[1]"),
+            ("claims", "{"),
+            ("response_mode", "fragment"),
+            ("client_id", "someone-else"),
+            ("request", "eyJ.eyJ.sig"),
+        ] {
+            assert_eq!(
+                code_of(parse(&c, &form(&[extra], &[]))),
+                "invalid_request",
+                "{extra:?}"
+            );
+        }
+        assert_eq!(
+            code_of(parse(
+                &c,
+                &form(&[("authorization_details", r#"[{"type":"x"}]"#)], &[])
+            )),
+            "invalid_authorization_details"
+        );
+        assert!(
+            parse(
+                &c,
+                &form(&[("prompt", "none"), ("response_mode", "query")], &[])
+            )
+            .is_ok()
+        );
+        // The state is echoed in errors only within limits.
+        assert_eq!(echo_state(&form(&[], &[])), Some("st"));
+        assert_eq!(echo_state(&form(&[("state", long.as_str())], &[])), None);
+    }
+}
