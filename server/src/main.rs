@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-mod bearer;
 mod authz_request;
+mod bearer;
 mod cli;
 #[allow(dead_code)]
 mod client_auth;
@@ -16,8 +16,8 @@ mod issue;
 mod jwks_fetch;
 #[allow(dead_code)]
 mod model;
-mod proxy_cert;
 mod pages;
+mod proxy_cert;
 mod state;
 #[allow(dead_code)]
 mod store;

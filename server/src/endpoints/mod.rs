@@ -5,8 +5,8 @@ pub mod discovery;
 pub mod introspect;
 pub mod jwks;
 pub mod management;
-pub mod revoke;
 pub mod par;
+pub mod revoke;
 pub mod token;
 pub mod userinfo;
 
