@@ -20,15 +20,12 @@ pub enum ErrorCode {
     TemporarilyUnavailable,
     InvalidToken,
     InsufficientScope,
-    InvalidRequestObject,
     InvalidRequestUri,
     InvalidClientMetadata,
     InvalidRedirectUri,
     InvalidAuthorizationDetails,
     LoginRequired,
     ConsentRequired,
-    InvalidDpopProof,
-    UnsupportedTokenType,
     /// RFC 8707 §2: the requested resource is unknown or not allowed.
     InvalidTarget,
 }
@@ -48,15 +45,12 @@ impl ErrorCode {
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
-            ErrorCode::InvalidRequestObject => "invalid_request_object",
             ErrorCode::InvalidRequestUri => "invalid_request_uri",
             ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
             ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
             ErrorCode::InvalidAuthorizationDetails => "invalid_authorization_details",
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
-            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
-            ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::InvalidTarget => "invalid_target",
         }
     }

@@ -5,21 +5,17 @@
 mod authz_request;
 mod bearer;
 mod cli;
-#[allow(dead_code)]
 mod client_auth;
 mod config;
 mod endpoints;
-#[allow(dead_code)] // the endpoints that use them are being built (issue 4)
 mod error;
 mod grants;
 mod issue;
 mod jwks_fetch;
-#[allow(dead_code)]
 mod model;
 mod pages;
 mod proxy_cert;
 mod state;
-#[allow(dead_code)]
 mod store;
 mod tls_edge;
 

@@ -39,10 +39,6 @@ impl AuthMethod {
             AuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
-
-    pub fn uses_certificate(self) -> bool {
-        self != AuthMethod::PrivateKeyJwt
-    }
 }
 
 fn default_true() -> bool {

@@ -37,7 +37,6 @@ pub struct Lifetimes {
 }
 
 impl AppState {
-    #[allow(dead_code)] // the management API (issue 4, in progress)
     /// The management API's identifier: the audience of management access tokens.
     pub fn management_api(&self) -> String {
         format!("{}/api/v2/", self.issuer)

@@ -22,16 +22,12 @@ use tokio::sync::watch;
 
 /// What a handler knows about its connection.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // read by the token, PAR and userinfo endpoints (issue 4, in progress)
 pub struct Connection {
     pub remote: SocketAddr,
-    /// Accepted on the mTLS listener.
-    pub mtls: bool,
     /// The client's certificate chain, leaf first, when it presented one.
     pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
 }
 
-#[allow(dead_code)]
 impl Connection {
     pub fn leaf_certificate(&self) -> Option<&CertificateDer<'static>> {
         self.peer_certificates.as_ref().and_then(|c| c.first())
@@ -46,7 +42,6 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
-    mtls: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -86,7 +81,6 @@ pub async fn serve(
             });
             let conn = Connection {
                 remote,
-                mtls,
                 peer_certificates,
             };
             let service = TowerToHyperService::new(app.layer(axum::Extension(conn)));

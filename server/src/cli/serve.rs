@@ -64,10 +64,10 @@ async fn serve(config: &Config) -> Result<(), String> {
         Some(path) => {
             let pem =
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Some(
-                crate::client_auth::ClientCaBundle::from_pem(&pem)
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
-            )
+            let bundle = crate::client_auth::ClientCaBundle::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!(cas = ?bundle.subjects(), "tls_client_auth trusts these CAs");
+            Some(bundle)
         }
         None => None,
     };
@@ -101,14 +101,8 @@ async fn serve(config: &Config) -> Result<(), String> {
         listener.local_addr().map_err(|e| err(&e))?,
         mtls_listener.local_addr().map_err(|e| err(&e))?
     );
-    let main = tokio::spawn(tls_edge::serve(
-        listener,
-        tls,
-        app.clone(),
-        false,
-        stopped.clone(),
-    ));
-    let alt = tokio::spawn(tls_edge::serve(mtls_listener, mtls, app, true, stopped));
+    let main = tokio::spawn(tls_edge::serve(listener, tls, app.clone(), stopped.clone()));
+    let alt = tokio::spawn(tls_edge::serve(mtls_listener, mtls, app, stopped));
     shutdown_signal().await;
     let _ = stop.send(true);
     maintenance.abort();

@@ -28,8 +28,7 @@ use crate::error::OAuthError;
 use crate::model::{AuthMethod, Client};
 
 pub use mtls::{ClientCaBundle, verify_self_signed_tls_client_auth, verify_tls_client_auth};
-#[allow(unused_imports)] // the endpoints that need them are not written yet
-pub use private_key_jwt::{ClientAssertionCheck, VerifiedAssertion, peek_assertion_client_id};
+pub use private_key_jwt::{ClientAssertionCheck, peek_assertion_client_id};
 
 /// RFC 7523 §2.2: the only `client_assertion_type` this server accepts.
 pub const JWT_BEARER_ASSERTION_TYPE: &str =

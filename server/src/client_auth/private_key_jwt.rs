@@ -182,6 +182,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
 impl ClientAssertionCheck<'_> {
     /// Verifies against the client's inline `jwks`. For a `jwks_uri` client, fetch the set
     /// (see [`super::client_jwks`]) and call [`Self::verify_with_jwks`].
+    #[cfg(test)]
     pub fn verify(&self) -> Result<VerifiedAssertion, OAuthError> {
         let Some(jwks) = &self.client.jwks else {
             return Err(fail(

@@ -6,6 +6,7 @@ use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
 use super::mtls::{DnValue, parse_rfc4514};
+use super::private_key_jwt::VerifiedAssertion;
 use super::test_support::*;
 use super::*;
 use crate::error::ErrorCode;

@@ -29,16 +29,8 @@ use sqlx::sqlite::SqlitePool;
 
 use crate::error::OAuthError;
 
-// Used by the endpoints being built (issue 4).
-#[allow(unused_imports)]
-pub use codes::{AuthorizationGrant, IssuedCode, RedeemedCode};
+pub use codes::AuthorizationGrant;
 pub use interactions::{Interaction, SignedIn};
-#[allow(unused_imports)]
-pub use par::REQUEST_URI_PREFIX;
-#[allow(unused_imports)]
-pub use tokens::{AccessTokenRecord, RefreshTokenRecord, RevokedCounts, RotatedRefreshToken};
-#[allow(unused_imports)]
-pub use users::User;
 
 /// The bookkeeping table of the server's migrations (the keystore keeps its own in the same
 /// database).
@@ -167,6 +159,7 @@ impl Store {
         Ok(Store { pool })
     }
 
+    #[cfg(test)]
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

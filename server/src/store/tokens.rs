@@ -48,6 +48,7 @@ pub struct AccessTokenRecord<T> {
 }
 
 impl<T> AccessTokenRecord<T> {
+    #[cfg(test)]
     pub fn is_active(&self, now: i64) -> bool {
         !self.revoked && now < self.expires_at
     }
@@ -190,27 +191,6 @@ impl Store {
             expires_at: r.try_get("expires_at")?,
             revoked: r.try_get("revoked")?,
         }))
-    }
-
-    /// RFC 7009: revokes the refresh token if it belongs to `client_id`; returns its grant_id
-    /// (the caller should then [`Store::revoke_grant`] to take the grant's access tokens down
-    /// too). `None` if unknown or another client's. Idempotent.
-    pub async fn revoke_refresh_token(
-        &self,
-        token: &str,
-        client_id: &str,
-    ) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "UPDATE refresh_tokens SET revoked = TRUE WHERE token_hash = $1 AND client_id = $2 \
-             RETURNING grant_id",
-        )
-        .bind(hash_secret(token))
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| r.try_get("grant_id"))
-            .transpose()
-            .map_err(Into::into)
     }
 
     /// Revokes everything issued under a grant (refresh tokens, access tokens, codes not yet
@@ -428,32 +408,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 2);
-    }
-
-    #[tokio::test]
-    async fn revoke_refresh_token_by_owner_only() {
-        let (store, _dir) = temp_store().await;
-        let t = store
-            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
-            .await
-            .unwrap();
-        assert_eq!(store.revoke_refresh_token(&t, "c2").await.unwrap(), None);
-        assert_eq!(
-            store.revoke_refresh_token("nope", "c1").await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .revoke_refresh_token(&t, "c1")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("g1")
-        );
-        assert!(matches!(
-            store.rotate_refresh_token::<Value>(&t, "c1", 1, 10).await,
-            Err(RedeemError::Reused { .. })
-        ));
     }
 
     #[tokio::test]
