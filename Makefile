@@ -7,7 +7,8 @@ CARGO ?= cargo
 #   softhsm2      the PKCS#11 token used in development and tests
 #   opensc        pkcs11-tool, to look inside a token by hand
 #   libssl-dev, pkg-config, build-essential   crates that link the system OpenSSL or build C
-APT_PACKAGES := softhsm2 opensc libssl-dev pkg-config build-essential
+#   openssl, curl  make run's demo client certificate and scripts/try-flow.sh
+APT_PACKAGES := softhsm2 opensc libssl-dev pkg-config build-essential openssl curl
 
 DEV_HSM := $(CURDIR)/dev-hsm
 DEV_LABEL := strongroom-dev
@@ -51,9 +52,10 @@ run: deps $(DEV_HSM)/softhsm2.conf
 	$(CARGO) build --release -p strongroom-server
 	$(DEV_ENV) target/release/strongroom keys ensure
 	$(DEV_ENV) target/release/strongroom keys list
+	@$(DEV_ENV) bash scripts/dev-seed.sh target/release/strongroom $(DEV_HSM)
 	@echo
 	@echo "Try:  curl -k https://localhost:8443/.well-known/openid-configuration"
-	@echo "      curl -k https://localhost:8443/jwks"
+	@echo "      scripts/try-flow.sh     (PAR, login as 'demo' in a browser, token, userinfo)"
 	@echo "      $(DEV_ENV) target/release/strongroom keys rotate --purpose id_token" | tr -s '\t ' ' '
 	@echo
 	$(DEV_ENV) target/release/strongroom serve

@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoints::token::Form;
 use crate::error::{ErrorCode, OAuthError};
+use crate::form::Form;
 use crate::model::Client;
 
 /// Longest `state` and `nonce` accepted: they come back in URLs and tokens.

@@ -9,6 +9,7 @@ mod client_auth;
 mod config;
 mod endpoints;
 mod error;
+mod form;
 mod grants;
 mod issue;
 mod jwks_fetch;

@@ -27,8 +27,8 @@ use axum::response::{IntoResponse, Response};
 use zeroize::Zeroizing;
 
 use crate::authz_request::{self, AuthorizationRequest, Prompt};
-use crate::endpoints::token::{Form, MAX_FORM_BYTES};
 use crate::error::{ErrorCode, OAuthError};
+use crate::form::{Form, MAX_FORM_BYTES};
 use crate::model::Client;
 use crate::pages;
 use crate::state::AppState;
@@ -612,28 +612,12 @@ struct PageForm {
 
 impl PageForm {
     async fn read(headers: &HeaderMap, body: axum::body::Body) -> Result<Self, OAuthError> {
-        let is_form = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !is_form {
+        if !crate::form::is_form_urlencoded(headers) {
             return Err(OAuthError::invalid_request(
                 "the form must be application/x-www-form-urlencoded",
             ));
         }
-        let bytes = axum::body::to_bytes(body, MAX_PAGE_FORM_BYTES)
-            .await
-            .map_err(|_| {
-                OAuthError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::InvalidRequest,
-                    "the form is too large",
-                )
-            })?;
+        let bytes = crate::form::read_body(body, MAX_PAGE_FORM_BYTES).await?;
         let raw = Zeroizing::new(Vec::from(bytes));
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&raw)
             .map_err(|_| OAuthError::invalid_request("the form is not URL-encoded"))?;

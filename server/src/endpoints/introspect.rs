@@ -13,12 +13,13 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::bearer;
-use crate::endpoints::token::{Form, authenticate_client, read_form, token_response};
+use crate::endpoints::token::{authenticate_client, token_response};
 use crate::error::OAuthError;
+use crate::form::{Form, form_endpoint};
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -45,11 +46,10 @@ pub async fn introspect(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let result = match read_form(&headers, body).await {
-        Ok(form) => handle(&state, &conn, &form).await,
-        Err(e) => Err(e),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    form_endpoint(&headers, body, async |form| {
+        handle(&state, &conn, &form).await
+    })
+    .await
 }
 
 async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {

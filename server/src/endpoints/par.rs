@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::authz_request;
-use crate::endpoints::token::{Form, authenticate_client, read_form};
+use crate::endpoints::token::authenticate_client;
 use crate::error::OAuthError;
+use crate::form::{Form, form_endpoint};
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -25,11 +26,10 @@ pub async fn par(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let result = match read_form(&headers, body).await {
-        Ok(form) => handle(&state, &conn, &form).await,
-        Err(e) => Err(e),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    form_endpoint(&headers, body, async |form| {
+        handle(&state, &conn, &form).await
+    })
+    .await
 }
 
 async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {

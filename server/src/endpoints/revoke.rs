@@ -24,8 +24,9 @@ use serde_json::Value;
 
 use crate::bearer;
 use crate::endpoints::introspect::{TokenKind, lookup_order};
-use crate::endpoints::token::{Form, authenticate_client, read_form};
+use crate::endpoints::token::authenticate_client;
 use crate::error::OAuthError;
+use crate::form::{Form, form_endpoint};
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -35,11 +36,10 @@ pub async fn revoke(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let result = match read_form(&headers, body).await {
-        Ok(form) => handle(&state, &conn, &form).await,
-        Err(e) => Err(e),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    form_endpoint(&headers, body, async |form| {
+        handle(&state, &conn, &form).await
+    })
+    .await
 }
 
 /// What became of the token.

@@ -3,7 +3,6 @@
 //! The grants themselves are in [`crate::grants`]: `authorization_code` (with PKCE S256),
 //! `refresh_token` (rotating) and `client_credentials`. Tokens are made in [`crate::issue`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -13,72 +12,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::client_auth::{self, ClientAuthPolicy, ClientCredentials};
 use crate::error::{ErrorCode, OAuthError};
+use crate::form::{Form, form_endpoint};
 use crate::grants;
 use crate::model::Client;
 use crate::state::AppState;
 use crate::tls_edge::Connection;
-
-/// A token request's form parameters, each at most once (RFC 6749 §3.2).
-pub struct Form(HashMap<String, String>);
-
-impl Form {
-    pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
-            OAuthError::invalid_request("the body is not application/x-www-form-urlencoded")
-        })?;
-        let mut map = HashMap::with_capacity(pairs.len());
-        for (k, v) in pairs {
-            if map.insert(k.clone(), v).is_some() {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {k} is repeated"
-                )));
-            }
-        }
-        Ok(Form(map))
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// The largest form body accepted; a larger one is refused unread.
-pub const MAX_FORM_BYTES: usize = 64 * 1024;
-
-/// Reads a form body of at most [`MAX_FORM_BYTES`], refusing with OAuth error objects (never a
-/// framework's plain-text rejection): `invalid_request` for another content type, 413
-/// for an oversized body.
-pub async fn read_form(
-    headers: &axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Result<Form, OAuthError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| {
-            OAuthError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::InvalidRequest,
-                format!("the body is larger than {MAX_FORM_BYTES} bytes"),
-            )
-        })?;
-    Form::parse(&bytes)
-}
 
 pub async fn token(
     State(state): State<Arc<AppState>>,
@@ -86,11 +24,10 @@ pub async fn token(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let result = match read_form(&headers, body).await {
-        Ok(form) => handle(&state, &conn, &form).await,
-        Err(e) => Err(e),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    form_endpoint(&headers, body, async |form| {
+        handle(&state, &conn, &form).await
+    })
+    .await
 }
 
 async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {

@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
 use crate::bearer::{self, resource_error};
-use crate::endpoints::token::{MAX_FORM_BYTES, token_response};
-use crate::error::{ErrorCode, OAuthError};
+use crate::endpoints::token::token_response;
+use crate::error::OAuthError;
+use crate::form::MAX_FORM_BYTES;
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -116,23 +117,8 @@ async fn refuse_token_in_body(
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<(), OAuthError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| {
-            OAuthError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::InvalidRequest,
-                format!("the body is larger than {MAX_FORM_BYTES} bytes"),
-            )
-        })?;
+    let is_form = crate::form::is_form_urlencoded(headers);
+    let bytes = crate::form::read_body(body, MAX_FORM_BYTES).await?;
     if is_form && url::form_urlencoded::parse(&bytes).any(|(k, _)| k == "access_token") {
         return Err(OAuthError::invalid_request(
             "access tokens are accepted only in the Authorization header, not in the body",

@@ -8,14 +8,14 @@
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{insert, require_grant_type};
+use super::{UserGrant, insert, require_grant_type, user_tokens};
 use crate::client_auth::AuthenticatedClient;
-use crate::endpoints::token::{Form, token_response};
+use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
-use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
+use crate::form::Form;
+use crate::issue;
 use crate::model::Client;
 use crate::state::AppState;
 use crate::store::{AuthorizationGrant, RedeemError};
@@ -55,42 +55,19 @@ pub async fn grant(
     }
     check_pkce(&g, form.get("code_verifier"))?;
     let cnf = issue::bound_certificate(client, authenticated)?;
-    let access = issue::access_token(
+    let mut body = user_tokens(
         state,
         client,
-        &AccessTokenRequest {
-            sub: &g.sub,
+        &UserGrant {
+            grant: &g,
+            grant_id: &redeemed.grant_id,
             scope: &g.scope,
-            audience: &state.issuer,
-            grant_id: Some(&redeemed.grant_id),
-            auth_time: g.auth_time,
-            acr: g.acr.as_deref(),
             cnf_x5t_s256: cnf.as_deref(),
+            nonce: g.nonce.as_deref(),
+            code: Some(code),
         },
     )
     .await?;
-    let mut body = json!({
-        "access_token": access.token,
-        "token_type": "Bearer",
-        "expires_in": access.expires_in,
-        "scope": g.scope,
-    });
-    if has_scope(&g.scope, "openid") {
-        let id_token = issue::id_token(
-            state,
-            client,
-            &IdTokenRequest {
-                sub: &g.sub,
-                auth_time: g.auth_time,
-                nonce: g.nonce.as_deref(),
-                acr: g.acr.as_deref(),
-                access_token: Some(&access.token),
-                code: Some(code),
-            },
-        )
-        .await?;
-        insert(&mut body, "id_token", id_token);
-    }
     if client.grant_types.iter().any(|t| t == "refresh_token") {
         let refresh = state
             .store
@@ -105,10 +82,6 @@ pub async fn grant(
         insert(&mut body, "refresh_token", refresh);
     }
     Ok(token_response(body))
-}
-
-pub fn has_scope(scope: &str, wanted: &str) -> bool {
-    scope.split_whitespace().any(|s| s == wanted)
 }
 
 /// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) == code_challenge, for S256 (the only

@@ -8,8 +8,9 @@ use serde_json::json;
 
 use super::{narrow_scope, require_grant_type};
 use crate::client_auth::AuthenticatedClient;
-use crate::endpoints::token::{Form, token_response};
+use crate::endpoints::token::token_response;
 use crate::error::{ErrorCode, OAuthError};
+use crate::form::Form;
 use crate::issue::{self, AccessTokenRequest};
 use crate::model::Client;
 use crate::state::AppState;

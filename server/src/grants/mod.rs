@@ -8,8 +8,13 @@ pub mod refresh_token;
 
 use axum::http::StatusCode;
 
+use serde_json::json;
+
 use crate::error::{ErrorCode, OAuthError};
+use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
 use crate::model::Client;
+use crate::state::AppState;
+use crate::store::AuthorizationGrant;
 
 /// `unauthorized_client` unless the client registered `grant_type` (RFC 6749 §5.2).
 pub fn require_grant_type(client: &Client, grant_type: &str) -> Result<(), OAuthError> {
@@ -45,6 +50,67 @@ pub fn narrow_scope(requested: Option<&str>, allowed: &str) -> Result<String, OA
         }
     }
     Ok(granted.join(" "))
+}
+
+/// A user's grant, as the code exchange and the refresh see it.
+#[derive(Debug)]
+pub struct UserGrant<'a> {
+    pub grant: &'a AuthorizationGrant,
+    pub grant_id: &'a str,
+    /// The scope of this token response (a refresh may narrow the grant's).
+    pub scope: &'a str,
+    pub cnf_x5t_s256: Option<&'a str>,
+    /// For the ID token: the authorization request's nonce (a code exchange only).
+    pub nonce: Option<&'a str>,
+    /// For the ID token's c_hash (a code exchange only).
+    pub code: Option<&'a str>,
+}
+
+/// The token response for a user's grant: an access token for our own endpoints and, when
+/// `openid` is in scope, an ID token whose at_hash covers it.
+pub async fn user_tokens(
+    state: &AppState,
+    client: &Client,
+    u: &UserGrant<'_>,
+) -> Result<serde_json::Value, OAuthError> {
+    let g = u.grant;
+    let access = issue::access_token(
+        state,
+        client,
+        &AccessTokenRequest {
+            sub: &g.sub,
+            scope: u.scope,
+            audience: &state.issuer,
+            grant_id: Some(u.grant_id),
+            auth_time: g.auth_time,
+            acr: g.acr.as_deref(),
+            cnf_x5t_s256: u.cnf_x5t_s256,
+        },
+    )
+    .await?;
+    let mut body = json!({
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": access.expires_in,
+        "scope": u.scope,
+    });
+    if u.scope.split_whitespace().any(|s| s == "openid") {
+        let id_token = issue::id_token(
+            state,
+            client,
+            &IdTokenRequest {
+                sub: &g.sub,
+                auth_time: g.auth_time,
+                nonce: u.nonce,
+                acr: g.acr.as_deref(),
+                access_token: Some(&access.token),
+                code: u.code,
+            },
+        )
+        .await?;
+        insert(&mut body, "id_token", id_token);
+    }
+    Ok(body)
 }
 
 /// Adds a member to a token response under construction.

@@ -8,14 +8,13 @@
 //! certificate presented now, when the client asks for bound tokens.
 
 use axum::response::Response;
-use serde_json::json;
 
-use super::authorization_code::has_scope;
-use super::{insert, narrow_scope, require_grant_type};
+use super::{UserGrant, insert, narrow_scope, require_grant_type, user_tokens};
 use crate::client_auth::AuthenticatedClient;
-use crate::endpoints::token::{Form, token_response};
+use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
-use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
+use crate::form::Form;
+use crate::issue;
 use crate::model::Client;
 use crate::state::AppState;
 use crate::store::{AuthorizationGrant, RedeemError};
@@ -67,42 +66,21 @@ pub async fn grant(
     let g = rotated.data;
     // §6: the new access token's scope may be narrower than the grant's, never wider.
     let scope = narrow_scope(form.get("scope"), &g.scope)?;
-    let access = issue::access_token(
+    // OpenID Connect Core §12.2: a refreshed ID token keeps iss, sub, aud and auth_time, and
+    // has no nonce.
+    let mut body = user_tokens(
         state,
         client,
-        &AccessTokenRequest {
-            sub: &g.sub,
+        &UserGrant {
+            grant: &g,
+            grant_id: &rotated.grant_id,
             scope: &scope,
-            audience: &state.issuer,
-            grant_id: Some(&rotated.grant_id),
-            auth_time: g.auth_time,
-            acr: g.acr.as_deref(),
             cnf_x5t_s256: cnf.as_deref(),
+            nonce: None,
+            code: None,
         },
     )
     .await?;
-    let mut body = json!({
-        "access_token": access.token,
-        "token_type": "Bearer",
-        "expires_in": access.expires_in,
-        "scope": scope,
-        "refresh_token": rotated.refresh_token,
-    });
-    // OpenID Connect Core §12.2: same iss, sub, aud and auth_time; no nonce.
-    if has_scope(&scope, "openid") {
-        let id_token = issue::id_token(
-            state,
-            client,
-            &IdTokenRequest {
-                sub: &g.sub,
-                auth_time: g.auth_time,
-                acr: g.acr.as_deref(),
-                access_token: Some(&access.token),
-                ..Default::default()
-            },
-        )
-        .await?;
-        insert(&mut body, "id_token", id_token);
-    }
+    insert(&mut body, "refresh_token", rotated.refresh_token);
     Ok(token_response(body))
 }
