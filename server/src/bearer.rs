@@ -37,6 +37,9 @@ pub struct VerifiedToken {
     pub scope: String,
     pub aud: Vec<String>,
     pub exp: i64,
+    /// The user grant the token was issued under; `None` for a client acting for itself
+    /// (client_credentials), whose `sub` is its client_id, not a user.
+    pub grant_id: Option<String>,
     /// Every claim of the token, as signed.
     pub claims: Value,
 }
@@ -221,6 +224,7 @@ pub async fn verify_active(state: &AppState, token: &str) -> Result<VerifiedToke
         scope,
         aud,
         exp,
+        grant_id: record.grant_id,
         claims: Value::Object(claims),
     })
 }
@@ -432,6 +436,7 @@ mod tests {
             scope: "openid accounts".into(),
             aud: vec!["https://as".into()],
             exp: 0,
+            grant_id: None,
             claims: Value::Null,
         };
         assert!(t.require("https://as", &["openid"]).is_ok());

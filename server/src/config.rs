@@ -42,8 +42,8 @@ pub struct ServerConfig {
     pub access_token_lifetime_seconds: i64,
     /// Lifetime of ID tokens; at most keys.max_token_lifetime_seconds.
     pub id_token_lifetime_seconds: i64,
-    /// Lifetime of refresh tokens (each refresh rotates the token; the grant keeps this lifetime
-    /// from the refresh).
+    /// Lifetime of a grant's refresh tokens, counted from the code exchange: each refresh
+    /// rotates the token, and the successor expires when its predecessor would have.
     pub refresh_token_lifetime_seconds: i64,
     /// Lifetime of authorization codes (RFC 6749 §4.1.2 recommends at most 10 minutes; FAPI 2.0
     /// at most 60 s).

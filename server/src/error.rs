@@ -71,7 +71,7 @@ impl OAuthError {
         OAuthError {
             status,
             code,
-            description: description.into(),
+            description: description_chars(&description.into()),
             retry_after: None,
         }
     }
@@ -125,6 +125,27 @@ impl OAuthError {
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({"error": self.code.as_str(), "error_description": self.description})
     }
+}
+
+/// RFC 6749 §5.2 (and §4.1.2.1, RFC 6750 §3): `error_description` holds only %x20-21 / %x23-5B
+/// / %x5D-7E. Quotes become apostrophes, a backslash a slash, and anything else outside the set
+/// (non-ASCII, controls) a readable ASCII stand-in or `?`.
+fn description_chars(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push('\''),
+            '\\' => out.push('/'),
+            '…' => out.push_str("..."),
+            '§' => out.push_str("section "),
+            '—' | '–' => out.push('-'),
+            '‘' | '’' => out.push('\''),
+            '“' | '”' => out.push('\''),
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
 }
 
 impl std::fmt::Display for OAuthError {
@@ -184,5 +205,21 @@ impl From<sqlx::Error> for OAuthError {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!(error = %e, "database failure");
         OAuthError::server_error("the server could not complete the request")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_stay_within_the_rfc_6749_character_set() {
+        let e = OAuthError::invalid_request("scope \"a\\b\" … see §5.2 — ünïcode\n");
+        assert_eq!(e.description, "scope 'a/b' ... see section 5.2 - ?n?code?");
+        assert!(
+            e.description
+                .bytes()
+                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+        );
     }
 }

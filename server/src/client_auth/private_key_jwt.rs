@@ -30,9 +30,14 @@ pub(super) fn shorten(s: &str) -> String {
     }
 }
 
+/// The latest time RFC 3339 can write (9999-12-31T23:59:59Z): humantime's formatter fails (and
+/// `format!` would panic) beyond it, and an attacker chooses `exp`.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
 fn when(t: i64) -> String {
     let at = u64::try_from(t)
         .ok()
+        .filter(|s| *s <= LAST_RFC3339_SECOND)
         .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)));
     match at {
         Some(at) => format!("{} [{t}]", humantime::format_rfc3339_seconds(at)),
@@ -123,6 +128,21 @@ impl Alg {
                 self.name(),
                 self.key_kind()
             ));
+        }
+        // FAPI 2.0 Security Profile §5.4.1: RSA keys of at least 2048 bits.
+        if self == Alg::Ps256 {
+            let n_bytes = jwk
+                .get("n")
+                .and_then(Value::as_str)
+                .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
+                .map(|n| n.iter().skip_while(|b| **b == 0).count())
+                .unwrap_or(0);
+            if n_bytes < 256 {
+                return Some(format!(
+                    "its modulus is {} bits; at least 2048 are required",
+                    n_bytes * 8
+                ));
+            }
         }
         if let Some(use_) = jwk.get("use").and_then(Value::as_str) {
             if use_ != "sig" {
@@ -509,5 +529,32 @@ fn select_key<'j>(
                 ))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    #[test]
+    fn times_past_year_9999_are_written_as_numbers_not_a_panic() {
+        assert!(when(0).starts_with("1970-01-01T00:00:00Z"));
+        assert_eq!(when(300_000_000_000), "300000000000");
+        assert_eq!(when(i64::MAX), i64::MAX.to_string());
+        assert_eq!(when(-5), "-5");
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_unfit() {
+        let key = |bits: usize| {
+            let mut n = vec![0xffu8; bits / 8];
+            n.insert(0, 0); // a leading zero byte does not count
+            let jwk =
+                serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"});
+            jwk.as_object().cloned().unwrap()
+        };
+        assert!(Alg::Ps256.unfit(&key(2048)).is_none());
+        let why = Alg::Ps256.unfit(&key(1024)).unwrap();
+        assert!(why.contains("1024 bits"), "{why}");
     }
 }

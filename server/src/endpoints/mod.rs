@@ -15,8 +15,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::proxy_cert;
+use axum::http::StatusCode;
 
+use crate::error::{ErrorCode, OAuthError};
+use crate::proxy_cert;
 use crate::state::AppState;
 
 /// Every route the server serves (both listeners serve the same routes).
@@ -47,10 +49,6 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(management::delete)
                 .fallback(|| async { management::method_not_allowed("GET, PATCH, DELETE") }),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            proxy_cert::client_cert_from_proxy,
-        ))
         .route("/par", post(par::par))
         .route("/authorize", get(authorize::authorize))
         .route(
@@ -61,5 +59,30 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/authorize/consent",
             get(authorize::consent_page).post(authorize::consent_submit),
         )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Last, so that it wraps every route above (axum layers only what exists when added).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy_cert::client_cert_from_proxy,
+        ))
         .with_state(state)
+}
+
+/// Unknown paths: an OAuth error object, like every other answer.
+async fn not_found() -> OAuthError {
+    OAuthError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest,
+        "no such endpoint",
+    )
+}
+
+/// A known path with a method it does not serve.
+async fn method_not_allowed() -> OAuthError {
+    OAuthError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        "this endpoint does not accept this method",
+    )
 }

@@ -84,6 +84,13 @@ async fn handle(
     let token = bearer::bearer_token(headers)?;
     let verified = bearer::verify_access_token(state, token, conn.leaf_certificate()).await?;
     verified.require(&state.issuer, &["openid"])?;
+    // Only a user's grant has a user behind it: a client_credentials token's sub is a
+    // client_id, and must never be read as a user_id (a client_id can be chosen at registration).
+    if verified.grant_id.is_none() {
+        return Err(OAuthError::invalid_token(
+            "the access token was issued to a client for itself; its subject is not a user",
+        ));
+    }
     let user = state.store.get_user(&verified.sub).await?.ok_or_else(|| {
         OAuthError::invalid_token("the access token's subject is not a user of this server")
     })?;

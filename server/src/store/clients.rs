@@ -81,11 +81,30 @@ impl Store {
 
     /// `true` if the client existed and is gone.
     pub async fn delete_client(&self, client_id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // What the client held dies with it: its tokens stop working at once (a client
+        // re-created under the same client_id inherits nothing), its pending requests, codes
+        // and the consents users gave it are gone. Assertion jtis stay until they expire, so a
+        // re-created client cannot have an old assertion replayed.
+        for sql in [
+            "UPDATE access_tokens SET revoked = TRUE WHERE client_id = $1",
+            "UPDATE refresh_tokens SET revoked = TRUE WHERE client_id = $1",
+            "DELETE FROM authorization_codes WHERE client_id = $1",
+            "DELETE FROM par_requests WHERE client_id = $1",
+            "DELETE FROM interactions WHERE client_id = $1",
+            "DELETE FROM consents WHERE client_id = $1",
+        ] {
+            sqlx::query(sql).bind(client_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 }
 
@@ -152,7 +171,56 @@ mod tests {
             Some(updated)
         );
 
-        assert!(store.delete_client(&created.client_id).await.unwrap());
+        // What the client holds dies with it; another client's tokens live on.
+        let id = created.client_id.as_str();
+        let grant = crate::store::AuthorizationGrant::default();
+        store
+            .insert_access_token("at-1", id, None, &grant, 9_999)
+            .await
+            .unwrap();
+        store
+            .insert_access_token("at-2", &other.client_id, None, &grant, 9_999)
+            .await
+            .unwrap();
+        let rt = store
+            .issue_refresh_token("g", id, &grant, 0, 9_999)
+            .await
+            .unwrap();
+        let code = store.issue_code(id, &grant, 9_999).await.unwrap();
+        store
+            .insert_par(id, &serde_json::json!({}), 9_999)
+            .await
+            .unwrap();
+        assert!(store.delete_client(id).await.unwrap());
+        let at1 = store
+            .get_access_token::<serde_json::Value>("at-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(at1.revoked);
+        let at2 = store
+            .get_access_token::<serde_json::Value>("at-2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!at2.revoked);
+        let rt = store
+            .get_refresh_token::<serde_json::Value>(&rt)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rt.revoked);
+        assert!(
+            store
+                .redeem_code::<serde_json::Value>(&code.code, id, 10)
+                .await
+                .is_err()
+        );
+        let pars: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM par_requests")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(pars, 0);
         assert!(!store.delete_client(&created.client_id).await.unwrap());
         assert_eq!(store.get_client(&created.client_id).await.unwrap(), None);
         assert_eq!(store.list_clients().await.unwrap(), vec![other]);

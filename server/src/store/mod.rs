@@ -54,6 +54,9 @@ pub enum StoreError {
     /// A unique value (e.g. a username) is already taken.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The grant was revoked (a replayed code or refresh token): nothing more is issued under it.
+    #[error("the grant has been revoked")]
+    GrantRevoked,
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -96,6 +99,9 @@ impl From<serde_json::Error> for RedeemError {
 /// Store failures are the server's fault: logged, not shown.
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::GrantRevoked = e {
+            return OAuthError::invalid_grant("the grant has been revoked");
+        }
         tracing::error!(error = %e, "store failure");
         OAuthError::server_error("the server could not complete the request")
     }
@@ -216,6 +222,16 @@ impl Store {
             )
             .await?,
         };
+        // A revoked grant is remembered while anything of it remains; once its code and tokens
+        // are gone nothing can be issued under it, and the row is no longer needed.
+        sqlx::query(
+            "DELETE FROM revoked_grants WHERE \
+             NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.grant_id = revoked_grants.grant_id) \
+             AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = revoked_grants.grant_id) \
+             AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = revoked_grants.grant_id)",
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(counts)
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 
-use super::{RedeemError, Result, Store, hash_secret, random_id};
+use super::{RedeemError, Result, Store, StoreError, hash_secret, random_id};
 
 /// A refresh token as stored (the token itself is not: only its hash).
 #[derive(Debug, Clone, PartialEq)]
@@ -74,10 +74,11 @@ impl Store {
         expires_at: i64,
     ) -> Result<String> {
         let token = random_id()?;
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO refresh_tokens \
              (token_hash, grant_id, client_id, data, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $2)",
         )
         .bind(hash_secret(&token))
         .bind(grant_id)
@@ -87,12 +88,16 @@ impl Store {
         .bind(expires_at)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::GrantRevoked);
+        }
         Ok(token)
     }
 
     /// Rotates a refresh token: in one transaction the presented token is revoked (atomically,
     /// `UPDATE … WHERE revoked = FALSE … RETURNING`) and a successor for the same grant and data,
-    /// valid until `expires_at`, is inserted.
+    /// valid until `expires_at` but never past the presented token's own expiry (so a grant's
+    /// lifetime is counted from the code exchange, however often it is refreshed), is inserted.
     ///
     /// A token already rotated or revoked: `Reused { grant_id }` (the OAuth security BCP: revoke
     /// the grant). Another client's token: `WrongClient` (not consumed). Also `Unknown`,
@@ -109,7 +114,7 @@ impl Store {
         let won = sqlx::query(
             "UPDATE refresh_tokens SET revoked = TRUE \
              WHERE token_hash = $1 AND client_id = $2 AND revoked = FALSE AND expires_at > $3 \
-             RETURNING grant_id, data",
+             RETURNING grant_id, data, expires_at",
         )
         .bind(&token_hash)
         .bind(client_id)
@@ -119,6 +124,8 @@ impl Store {
         if let Some(row) = won {
             let grant_id: String = row.try_get("grant_id")?;
             let data: String = row.try_get("data")?;
+            // The grant's end never moves: a successor lives no longer than its predecessor.
+            let expires_at = expires_at.min(row.try_get::<i64, _>("expires_at")?);
             let successor = random_id().map_err(RedeemError::Store)?;
             sqlx::query(
                 "INSERT INTO refresh_tokens \
@@ -197,6 +204,11 @@ impl Store {
     /// redeemed), in one transaction. Counts only rows not already revoked.
     pub async fn revoke_grant(&self, grant_id: &str) -> Result<RevokedCounts> {
         let mut tx = self.pool.begin().await?;
+        // First, so that nothing of this grant can be written from now on.
+        sqlx::query("INSERT INTO revoked_grants (grant_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(grant_id)
+            .execute(&mut *tx)
+            .await?;
         let refresh_tokens = sqlx::query(
             "UPDATE refresh_tokens SET revoked = TRUE WHERE grant_id = $1 AND revoked = FALSE",
         )
@@ -235,9 +247,10 @@ impl Store {
         data: &T,
         expires_at: i64,
     ) -> Result<()> {
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO access_tokens (jti, client_id, grant_id, data, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+             SELECT $1, $2, $3, $4, $5 \
+             WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $3)",
         )
         .bind(jti)
         .bind(client_id)
@@ -246,6 +259,9 @@ impl Store {
         .bind(expires_at)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::GrantRevoked);
+        }
         Ok(())
     }
 
@@ -309,7 +325,8 @@ mod tests {
             .unwrap();
         assert_eq!(r1.grant_id, "g1");
         assert_eq!(r1.data, data);
-        assert_eq!(r1.expires_at, 6000);
+        // Asked for 6000, but the grant ends when its first refresh token did.
+        assert_eq!(r1.expires_at, 5000);
         assert_ne!(r1.refresh_token, t0);
 
         // The old one again: a replay.
@@ -322,9 +339,10 @@ mod tests {
         }
         // The successor still works (until the caller revokes the grant) …
         let r2 = store
-            .rotate_refresh_token::<Value>(&r1.refresh_token, "c1", 1300, 7000)
+            .rotate_refresh_token::<Value>(&r1.refresh_token, "c1", 1300, 4000)
             .await
             .unwrap();
+        assert_eq!(r2.expires_at, 4000, "a shorter lifetime is honoured");
         // … and after revoke_grant nothing of the grant does.
         let counts = store.revoke_grant("g1").await.unwrap();
         assert_eq!(counts.refresh_tokens, 1);
@@ -524,5 +542,49 @@ mod tests {
                 .unwrap()
                 .is_active(1002)
         );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_under_a_revoked_grant() {
+        let (store, _dir) = temp_store().await;
+        // The race this closes: a replay revokes the grant while the first redemption is still
+        // signing; what that redemption writes afterwards must be refused.
+        store.revoke_grant("g1").await.unwrap();
+        assert!(matches!(
+            store
+                .insert_access_token("j1", "c1", Some("g1"), &json!({}), 5000)
+                .await,
+            Err(StoreError::GrantRevoked)
+        ));
+        assert!(matches!(
+            store
+                .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
+                .await,
+            Err(StoreError::GrantRevoked)
+        ));
+        // Other grants and grant-less (client_credentials) tokens are unaffected.
+        store
+            .insert_access_token("j2", "c1", Some("g2"), &json!({}), 5000)
+            .await
+            .unwrap();
+        store
+            .insert_access_token("j3", "c1", None, &json!({}), 5000)
+            .await
+            .unwrap();
+        // The revocation is remembered while the grant has rows, then purged.
+        store.revoke_grant("g2").await.unwrap();
+        store.purge_expired(100).await.unwrap();
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT grant_id FROM revoked_grants ORDER BY grant_id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(left, ["g2"]);
+        store.purge_expired(6000).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revoked_grants")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }
