@@ -77,6 +77,7 @@ struct SlotState {
 #[derive(Debug, Clone)]
 struct GoodSet {
     jwks: Value,
+    fetched_at: Instant,
     fresh_until: Instant,
 }
 
@@ -126,6 +127,7 @@ impl SlotState {
                 self.failure = None;
                 self.good = Some(GoodSet {
                     jwks: jwks.clone(),
+                    fetched_at: now,
                     fresh_until: now + max_age,
                 });
                 Ok(jwks)
@@ -257,6 +259,29 @@ impl JwksSource for HttpJwksSource {
             .unwrap_or_else(|p| p.into_inner())
             .remove(uri);
     }
+
+    /// Marks the cached set stale (kept for the stale-while-failing grace) when it was fetched
+    /// more than `min_age` ago.
+    fn refetch_if_older_than(&self, uri: &str, min_age: Duration) -> bool {
+        let slot = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uri)
+            .cloned();
+        let Some(slot) = slot else { return true };
+        let now = Instant::now();
+        let mut state = lock(&slot.state);
+        match &mut state.good {
+            Some(good) if now.duration_since(good.fetched_at) >= min_age => {
+                good.fresh_until = now;
+                state.failure = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
 }
 
 fn lock(m: &Mutex<SlotState>) -> std::sync::MutexGuard<'_, SlotState> {
@@ -344,6 +369,29 @@ mod tests {
 
     fn set(kid: &str) -> Value {
         json!({"keys": [{"kty": "EC", "kid": kid, "crv": "P-256", "x": "x", "y": "y"}]})
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_only_an_old_enough_set() {
+        let source = HttpJwksSource::new(None).unwrap();
+        let uri = "https://client.example/jwks";
+        // Nothing cached: a fetch will happen anyway.
+        assert!(source.refetch_if_older_than(uri, Duration::from_secs(30)));
+        let slot = source.slot(uri, Instant::now());
+        lock(&slot.state)
+            .record(Instant::now(), Ok((set("a"), Duration::from_secs(300))))
+            .unwrap();
+        // Just fetched: an unknown kid does not cause another fetch...
+        assert!(!source.refetch_if_older_than(uri, Duration::from_secs(30)));
+        assert!(matches!(
+            lock(&slot.state).lookup(Instant::now()),
+            Cached::Answer(Ok(_))
+        ));
+        // ...but once it is old enough it does, and the set stays as the stale fallback.
+        assert!(source.refetch_if_older_than(uri, Duration::ZERO));
+        let mut state = lock(&slot.state);
+        assert_eq!(state.lookup(Instant::now()), Cached::Fetch);
+        assert_eq!(state.stale_or(Instant::now(), "down"), Ok(set("a")));
     }
 
     #[test]

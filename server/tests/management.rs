@@ -814,6 +814,22 @@ fn client_cert_header_counts_from_a_trusted_proxy_only() {
     let (status, body) = token_via_proxy(&server, &id, &header);
     assert!(status.contains("200"), "{status} {body}");
     assert_eq!(cnf_of(&access_token(&body)), Some(thumbprint(&cert)));
+    // Every endpoint sees it, PAR too: authenticated, then refused for the incomplete request
+    // (400), where without the header it is 401 invalid_client.
+    let par = |headers: &str| {
+        let form = format!("response_type=code&client_id={id}");
+        let raw = format!(
+            "POST /par HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        );
+        request(server.port, &raw)
+    };
+    let (status, _, body) = par(&header);
+    assert!(status.contains("400"), "{status} {body}");
+    assert_ne!(error_code(&body), "invalid_client");
+    let (status, _, body) = par("");
+    assert!(status.contains("401"), "{status} {body}");
     // With an (ignored here) chain too.
     let (ca, _) = certificate("some CA", None, true);
     let chain = format!(

@@ -49,7 +49,17 @@ pub trait JwksSource: Send + Sync {
     /// Forgets what was cached for `uri`, so the next `fetch` goes to the network (after a
     /// client's keys changed, or on an unknown `kid`).
     fn invalidate(&self, _uri: &str) {}
+
+    /// For an assertion naming an unknown `kid`: makes the next `fetch` go to the network if
+    /// the cached set is older than `min_age`, and says whether it will. The age limit keeps a
+    /// stream of bad assertions from turning into a stream of fetches of the client's URI.
+    fn refetch_if_older_than(&self, _uri: &str, _min_age: std::time::Duration) -> bool {
+        false
+    }
 }
+
+/// A cached `jwks_uri` set younger than this is not fetched again for an unknown `kid`.
+pub const KID_REFETCH_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// base64url(SHA-256(DER)) of a certificate: the `x5t#S256` confirmation method of RFC 8705
 /// §3.1, for `cnf` in access tokens and introspection responses.
@@ -189,16 +199,25 @@ pub async fn authenticate(
                      client_assertion_type are required",
                 ));
             };
-            let jwks = client_jwks(client, policy.jwks_source).await?;
-            let verified = ClientAssertionCheck {
+            let check = ClientAssertionCheck {
                 client,
                 assertion,
                 accepted_audiences: policy.accepted_audiences,
                 now: policy.now,
                 max_lifetime: policy.max_assertion_lifetime,
                 clock_skew: policy.clock_skew,
+            };
+            let mut jwks = client_jwks(client, policy.jwks_source).await?;
+            // A jwks_uri client that rotated its keys: fetch its set again, once, when the
+            // cached copy is old enough.
+            if let (Some(uri), Some(source)) = (&client.jwks_uri, policy.jwks_source) {
+                if private_key_jwt::names_unknown_kid(assertion, &jwks)
+                    && source.refetch_if_older_than(uri, KID_REFETCH_MIN_AGE)
+                {
+                    jwks = client_jwks(client, Some(source)).await?;
+                }
             }
-            .verify_with_jwks(&jwks)?;
+            let verified = check.verify_with_jwks(&jwks)?;
             Some(AssertionJti {
                 jti: verified.jti,
                 exp: verified.exp,

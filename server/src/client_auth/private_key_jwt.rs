@@ -87,6 +87,25 @@ pub fn peek_assertion_client_id(assertion: &str) -> Option<String> {
         .find_map(|c| claims.get(*c).and_then(Value::as_str).map(str::to_owned))
 }
 
+/// Whether the assertion names (in its header's `kid`) a key that `jwks` does not hold: the sign
+/// that a `jwks_uri` client rotated its keys since the set was cached. Read without
+/// verification.
+pub fn names_unknown_kid(assertion: &str, jwks: &Value) -> bool {
+    let kid = assertion
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
+        .and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
+    let Some(kid) = kid else { return false };
+    !jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|k| k.get("kid").and_then(Value::as_str) == Some(kid.as_str()))
+}
+
 /// The two algorithms FAPI allows for client assertions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Alg {
