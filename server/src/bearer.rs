@@ -1,5 +1,5 @@
 //! Access tokens presented back to us: RFC 6750 bearer usage, the RFC 9068 JWT profile we issue
-//! (see `endpoints::token::issue_access_token`), and RFC 8705 certificate binding.
+//! (see [`crate::issue::access_token`]), and RFC 8705 certificate binding.
 //!
 //! Verification trusts nothing the token says about how to verify it: the key is chosen by
 //! `kid` among our own published access-token keys only, and the algorithm is the key's, so

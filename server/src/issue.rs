@@ -146,7 +146,7 @@ pub async fn id_token(
 
 /// OpenID Connect Core §3.1.3.6 / §3.3.2.11: base64url of the left half of the hash of the
 /// ASCII value, with the hash of the signing algorithm. Every algorithm we sign ID tokens with
-/// (PS256, RS256, ES256) uses SHA-256.
+/// (PS256, ES256) uses SHA-256.
 pub fn left_half_hash(value: &str) -> String {
     let digest = Sha256::digest(value.as_bytes());
     URL_SAFE_NO_PAD.encode(digest.get(..16).unwrap_or_default())

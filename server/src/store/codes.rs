@@ -33,13 +33,7 @@ pub struct AuthorizationGrant {
     /// The OpenID Connect `claims` request parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claims: Option<serde_json::Value>,
-    /// RFC 8705: the SHA-256 thumbprint of the client certificate the tokens are bound to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cnf_x5t_s256: Option<String>,
-    /// RFC 9449: the DPoP key thumbprint the code is bound to (`dpop_jkt`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dpop_jkt: Option<String>,
-    /// RFC 9396 rich authorization requests.
+    /// RFC 9396 rich authorization requests, as approved (set once RAR is built).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<serde_json::Value>,
 }
@@ -159,7 +153,6 @@ mod tests {
             nonce: Some("n-0S6_WzA2Mj".into()),
             auth_time: Some(990),
             acr: Some("urn:mace:incommon:iap:silver".into()),
-            cnf_x5t_s256: Some("bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2".into()),
             ..Default::default()
         }
     }
