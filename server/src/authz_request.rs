@@ -21,8 +21,16 @@ const MAX_HINT_LEN: usize = 512;
 const S256_CHALLENGE_LEN: usize = 43;
 
 /// The scopes any client may ask for without registering a `scope` (OpenID Connect Core §5.4,
-/// §11). A client that registered a `scope` may ask for those and `openid`.
-pub const STANDARD_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+/// §11): each of §5.4's releases claims at /userinfo (`userinfo::SCOPE_CLAIMS`). A client that
+/// registered a `scope` may ask for those and `openid`.
+pub const STANDARD_SCOPES: [&str; 6] = [
+    "openid",
+    "profile",
+    "email",
+    "address",
+    "phone",
+    "offline_access",
+];
 
 /// OpenID Connect Core §3.1.2.1 `prompt` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -421,6 +429,7 @@ mod tests {
             "accounts is not standard"
         );
         assert!(parse(&open, &form(&[("scope", "openid profile email")], &[])).is_ok());
+        assert!(parse(&open, &form(&[("scope", "openid phone address")], &[])).is_ok());
 
         assert_eq!(
             code_of(parse(&open, &form(&[("response_type", "token")], &[]))),

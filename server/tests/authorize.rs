@@ -814,7 +814,14 @@ fn plain_authorization_requests_error_pages_and_discovery() {
     assert_eq!(d["request_parameter_supported"], false);
     assert_eq!(
         d["scopes_supported"],
-        json!(["openid", "profile", "email", "offline_access"])
+        json!([
+            "openid",
+            "profile",
+            "email",
+            "address",
+            "phone",
+            "offline_access"
+        ])
     );
     assert_eq!(
         d["acr_values_supported"],
