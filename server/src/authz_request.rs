@@ -117,15 +117,23 @@ pub fn parse(client: &Client, params: &Form) -> Result<AuthorizationRequest, OAu
     validate(client, params, redirect_uri)
 }
 
-/// The request's `redirect_uri`, if it is exactly (string comparison, no wildcards, RFC 9700
-/// §4.1.3) one the client registered. `invalid_request` otherwise: until this succeeds, errors
-/// must be shown to the user, never sent to the URI.
+/// The request's `redirect_uri`, if it is one the client registered ([`ensure_registered`]).
+/// `invalid_request` otherwise: until this succeeds, errors must be shown to the user, never
+/// sent to the URI.
 pub fn registered_redirect_uri(client: &Client, params: &Form) -> Result<String, OAuthError> {
     let uri = params
         .get("redirect_uri")
         .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    ensure_registered(client, uri)?;
+    Ok(uri.to_owned())
+}
+
+/// The one check that a redirect_uri is the client's: exactly (string comparison, no
+/// wildcards, RFC 9700 §4.1.3) one it registered. `/authorize` runs it again on a pushed or
+/// stored request, since the client's registration may have changed since.
+pub fn ensure_registered(client: &Client, uri: &str) -> Result<(), OAuthError> {
     if client.redirect_uris.iter().any(|r| r == uri) {
-        Ok(uri.to_owned())
+        Ok(())
     } else {
         Err(OAuthError::invalid_request(
             "redirect_uri is not one of the client's registered redirect URIs",

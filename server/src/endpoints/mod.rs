@@ -52,7 +52,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             proxy_cert::client_cert_from_proxy,
         ))
         .route("/par", post(par::par))
-        .route("/authorize", get(authorize::authorize))
+        .route(
+            "/authorize",
+            get(authorize::authorize).post(authorize::authorize_post),
+        )
         .route(
             "/authorize/login",
             get(authorize::login_page).post(authorize::login_submit),
