@@ -21,8 +21,16 @@ const MAX_HINT_LEN: usize = 512;
 const S256_CHALLENGE_LEN: usize = 43;
 
 /// The scopes any client may ask for without registering a `scope` (OpenID Connect Core §5.4,
-/// §11). A client that registered a `scope` may ask for those and `openid`.
-pub const STANDARD_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+/// §11): each of §5.4's releases claims at /userinfo (`userinfo::SCOPE_CLAIMS`). A client that
+/// registered a `scope` may ask for those and `openid`.
+pub const STANDARD_SCOPES: [&str; 6] = [
+    "openid",
+    "profile",
+    "email",
+    "address",
+    "phone",
+    "offline_access",
+];
 
 /// OpenID Connect Core §3.1.2.1 `prompt` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,15 +117,23 @@ pub fn parse(client: &Client, params: &Form) -> Result<AuthorizationRequest, OAu
     validate(client, params, redirect_uri)
 }
 
-/// The request's `redirect_uri`, if it is exactly (string comparison, no wildcards, RFC 9700
-/// §4.1.3) one the client registered. `invalid_request` otherwise: until this succeeds, errors
-/// must be shown to the user, never sent to the URI.
+/// The request's `redirect_uri`, if it is one the client registered ([`ensure_registered`]).
+/// `invalid_request` otherwise: until this succeeds, errors must be shown to the user, never
+/// sent to the URI.
 pub fn registered_redirect_uri(client: &Client, params: &Form) -> Result<String, OAuthError> {
     let uri = params
         .get("redirect_uri")
         .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    ensure_registered(client, uri)?;
+    Ok(uri.to_owned())
+}
+
+/// The one check that a redirect_uri is the client's: exactly (string comparison, no
+/// wildcards, RFC 9700 §4.1.3) one it registered. `/authorize` runs it again on a pushed or
+/// stored request, since the client's registration may have changed since.
+pub fn ensure_registered(client: &Client, uri: &str) -> Result<(), OAuthError> {
     if client.redirect_uris.iter().any(|r| r == uri) {
-        Ok(uri.to_owned())
+        Ok(())
     } else {
         Err(OAuthError::invalid_request(
             "redirect_uri is not one of the client's registered redirect URIs",
@@ -421,6 +437,7 @@ mod tests {
             "accounts is not standard"
         );
         assert!(parse(&open, &form(&[("scope", "openid profile email")], &[])).is_ok());
+        assert!(parse(&open, &form(&[("scope", "openid phone address")], &[])).is_ok());
 
         assert_eq!(
             code_of(parse(&open, &form(&[("response_type", "token")], &[]))),

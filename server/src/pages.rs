@@ -143,6 +143,8 @@ fn describe_scope(scope: &str) -> &'static str {
         "openid" => "Confirm who you are",
         "profile" => "See your name and profile",
         "email" => "See your email address",
+        "address" => "See your postal address",
+        "phone" => "See your phone number",
         "offline_access" => "Keep access while you are not using it",
         _ => "Access the resource",
     }

@@ -1,6 +1,9 @@
 //! Black-box: the front channel of the code flow on the real `strongroom serve` — PAR
 //! (RFC 9126), /authorize, the login and consent pages, and the code response with `state` and
 //! `iss` (RFC 9207) — driven like a browser over real HTTPS, with the cookies carried by hand.
+//! Then the front channel's defences: failed logins per interaction, the bound on concurrent
+//! password checks, POST /authorize, the interaction and session rotated at sign-in, and the
+//! server's own failures answered to the client once its redirect_uri is trusted.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -103,11 +106,22 @@ impl Resp {
 }
 
 fn fetch(port: u16, raw_request: &str) -> Resp {
+    exchange(connect(port), raw_request)
+}
+
+/// A TLS connection to the server, handshake done.
+fn connect(port: u16) -> openssl::ssl::SslStream<TcpStream> {
     let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
     connector.set_verify(SslVerifyMode::NONE);
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut tls = connector.build().connect("localhost", tcp).unwrap();
-    tls.write_all(raw_request.as_bytes()).unwrap();
+    connector.build().connect("localhost", tcp).unwrap()
+}
+
+/// Sends one request (Connection: close) and reads the whole answer.
+fn exchange(mut tls: openssl::ssl::SslStream<TcpStream>, raw_request: &str) -> Resp {
+    // A server may answer (413) and close before an oversized body is fully written: the
+    // write then fails, and the answer is still there to read.
+    let _ = tls.write_all(raw_request.as_bytes());
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw);
     let raw = String::from_utf8(raw).unwrap();
@@ -232,7 +246,11 @@ fn register_web_client(server: &Server, extra: Value) -> (String, jsonwebtoken::
         "scope": "accounts payments",
     });
     for (k, v) in extra.as_object().unwrap() {
-        metadata[k] = v.clone();
+        if v.is_null() {
+            metadata.as_object_mut().unwrap().remove(k);
+        } else {
+            metadata[k] = v.clone();
+        }
     }
     let client_id = create_client(server, &metadata);
     let key = jsonwebtoken::EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap());
@@ -581,7 +599,10 @@ fn pushed_request_login_consent_and_code_with_the_errors_around_them() {
         csp.contains("form-action 'self' https://rp.example"),
         "{csp}"
     );
-    assert_eq!(consent.csrf(), csrf);
+    // Signing in rotated the interaction: a new CSRF token too.
+    assert_ne!(consent.csrf(), csrf);
+    assert_eq!(consent.csrf().len(), 43);
+    let csrf = consent.csrf();
 
     // A consent post with a forged csrf changes nothing; the real one yields the code.
     browser
@@ -814,7 +835,14 @@ fn plain_authorization_requests_error_pages_and_discovery() {
     assert_eq!(d["request_parameter_supported"], false);
     assert_eq!(
         d["scopes_supported"],
-        json!(["openid", "profile", "email", "offline_access"])
+        json!([
+            "openid",
+            "profile",
+            "email",
+            "address",
+            "phone",
+            "offline_access"
+        ])
     );
     assert_eq!(
         d["acr_values_supported"],
@@ -847,4 +875,512 @@ fn plain_authorization_requests_error_pages_and_discovery() {
         ),
     );
     assert_eq!(resp.status, 201, "{}", resp.body);
+}
+
+// ---- Hardening of the front channel ----------------------------------------------------------
+
+/// Runs one SQL statement on the server's database beside the running server (WAL mode). A
+/// trigger that aborts writes to one table is how these tests make the store fail.
+fn sql(server: &Server, statement: &str) {
+    let db = server.dir.path().join("strongroom.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection as _;
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+/// A trigger making every `event` (INSERT, UPDATE, DELETE) on `table` fail.
+fn break_table(server: &Server, event: &str, table: &str) {
+    sql(
+        server,
+        &format!(
+            "CREATE TRIGGER broken_{table} BEFORE {event} ON {table} \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        ),
+    );
+}
+
+fn mend_table(server: &Server, table: &str) {
+    sql(server, &format!("DROP TRIGGER broken_{table}"));
+}
+
+/// The parameters of a plain (not pushed) authorization request; `extra` replaces or adds.
+fn plain_params<'a>(
+    client_id: &'a str,
+    challenge: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut q: Vec<(&str, &str)> = vec![
+        ("client_id", client_id),
+        ("response_type", "code"),
+        ("redirect_uri", CB),
+        ("scope", "openid accounts"),
+        ("state", "plain-1"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    q.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    q.extend_from_slice(extra);
+    q
+}
+
+fn plain_path(client_id: &str, challenge: &str, extra: &[(&str, &str)]) -> String {
+    format!(
+        "/authorize?{}",
+        serde_urlencoded::to_string(plain_params(client_id, challenge, extra)).unwrap()
+    )
+}
+
+/// A browser whose only cookie is `name=value` (a stolen or planted one).
+fn browser_with(port: u16, name: &str, value: &str) -> Browser {
+    let mut b = Browser::new(port);
+    b.cookies.insert(name.to_owned(), value.to_owned());
+    b
+}
+
+/// Posts `password` for alice on the browser's current login page.
+fn sign_in(browser: &mut Browser, password: &str) -> Resp {
+    let login = browser.get("/authorize/login");
+    login.assert_page(200);
+    browser.post(
+        "/authorize/login",
+        &[
+            ("username", "alice"),
+            ("password", password),
+            ("csrf", login.csrf().as_str()),
+        ],
+    )
+}
+
+fn rp_for(server: &Server, extra: Value) -> Rp<'_> {
+    let (client_id, key) = register_web_client(server, extra);
+    Rp {
+        server,
+        client_id,
+        key,
+        jti: Default::default(),
+    }
+}
+
+#[test]
+fn five_failed_logins_end_the_interaction_and_nothing_reaches_the_client() {
+    let server = start();
+    let rp = rp_for(&server, json!({}));
+    add_user(&server, "alice", "correct horse battery");
+    let (_, challenge) = pkce();
+    let path = plain_path(&rp.client_id, &challenge, &[]);
+
+    // Four failures and then the right password: signed in (the count is per interaction and
+    // the fifth attempt is still allowed).
+    let mut browser = Browser::new(server.port);
+    browser.get(&path);
+    for _ in 0..4 {
+        let resp = sign_in(&mut browser, "wrong");
+        resp.assert_page(401);
+        assert!(resp.body.contains("The username or password is incorrect."));
+    }
+    let resp = sign_in(&mut browser, "correct horse battery");
+    assert_eq!(resp.location(), "/authorize/consent");
+
+    // Five failures: the fifth ends the interaction with an error page; no redirect anywhere.
+    let mut browser = Browser::new(server.port);
+    browser.get(&path);
+    let login = browser.get("/authorize/login");
+    let csrf = login.csrf();
+    let cookie = browser.cookies[INTERACTION].clone();
+    let attempt = |b: &mut Browser, user: &str, password: &str| {
+        b.post(
+            "/authorize/login",
+            &[
+                ("username", user),
+                ("password", password),
+                ("csrf", csrf.as_str()),
+            ],
+        )
+    };
+    // Unknown usernames count the same: one generic message.
+    for user in ["alice", "mallory", "alice", "bob"] {
+        let resp = attempt(&mut browser, user, "wrong");
+        resp.assert_page(401);
+        assert!(resp.body.contains("The username or password is incorrect."));
+    }
+    let resp = attempt(&mut browser, "alice", "wrong");
+    resp.assert_page(403);
+    assert!(resp.header("location").is_none());
+    assert!(
+        resp.body.contains("<code>access_denied</code>"),
+        "{}",
+        resp.body
+    );
+    assert!(resp.body.contains("too many failed sign-in attempts"));
+    assert!(
+        !browser.has(INTERACTION),
+        "the interaction cookie is cleared"
+    );
+
+    // The interaction is gone: even the right password, or its pages, get nothing.
+    let mut replay = browser_with(server.port, INTERACTION, &cookie);
+    attempt(&mut replay, "alice", "correct horse battery").assert_error_page("invalid_request");
+    replay
+        .get("/authorize/login")
+        .assert_error_page("invalid_request");
+    assert!(!replay.has(SESSION));
+
+    // A fresh /authorize starts over.
+    let mut browser = Browser::new(server.port);
+    browser.get(&path);
+    let resp = sign_in(&mut browser, "correct horse battery");
+    assert_eq!(resp.location(), "/authorize/consent");
+}
+
+/// A `kB` figure of `/proc/<pid>/status` (`VmRSS:` now, `VmHWM:` the peak so far).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_login_posts_runs_a_bounded_number_of_password_checks() {
+    let server = start();
+    let rp = rp_for(&server, json!({}));
+    add_user(&server, "alice", "correct horse battery");
+    let (_, challenge) = pkce();
+    let path = plain_path(&rp.client_id, &challenge, &[]);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let flood = (24 * cpus + 16).min(160);
+
+    // Interactions with their CSRF tokens: four wrong passwords each (the fifth would end it).
+    let interactions: Vec<(String, String)> = (0..flood.div_ceil(4))
+        .map(|_| {
+            let mut b = Browser::new(server.port);
+            let resp = b.get(&path);
+            let login = b.follow(&resp);
+            (b.cookies[INTERACTION].clone(), login.csrf())
+        })
+        .collect();
+    let request = |(cookie, csrf): &(String, String)| {
+        let body = serde_urlencoded::to_string([
+            ("username", "alice"),
+            ("password", "wrong"),
+            ("csrf", csrf.as_str()),
+        ])
+        .unwrap();
+        format!(
+            "POST /authorize/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Cookie: {INTERACTION}={cookie}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+
+    // Every post is sent at once, on connections opened beforehand (so that the handshakes do
+    // not spread the posts out). Each argon2id verification holds 19 MiB while it runs: without a limit they
+    // all start together and the server's peak memory grows by about `flood` × 19 MiB. With
+    // one verification per CPU at a time, only a few are live at once (what grows beyond them
+    // is the allocator keeping freed blocks for its threads' next use).
+    let connections: Vec<_> = (0..flood).map(|_| connect(server.port)).collect();
+    let pid = server.child.id();
+    let rss_before = status_kib(pid, "VmRSS:");
+    let barrier = std::sync::Barrier::new(flood);
+    std::thread::scope(|s| {
+        let posts: Vec<_> = connections
+            .into_iter()
+            .enumerate()
+            .map(|(i, tls)| {
+                let (raw, barrier) = (request(&interactions[i / 4]), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    exchange(tls, &raw).status
+                })
+            })
+            .collect();
+        for p in posts {
+            assert_eq!(p.join().unwrap(), 401);
+        }
+    });
+    let grown_mib = status_kib(pid, "VmHWM:").saturating_sub(rss_before) / 1024;
+    let all_at_once_mib = flood as u64 * 19;
+    eprintln!(
+        "{flood} concurrent login posts on {cpus} CPUs: peak memory +{grown_mib} MiB \
+         (all at once: ~{all_at_once_mib} MiB)"
+    );
+    assert!(
+        grown_mib < all_at_once_mib / 2,
+        "{flood} concurrent login posts on {cpus} CPUs grew the server's peak memory by \
+         {grown_mib} MiB: the password checks ran all at once"
+    );
+}
+
+#[test]
+fn post_authorize_takes_the_same_parameters_as_a_form() {
+    let server = start();
+    let rp = rp_for(&server, json!({}));
+    add_user(&server, "alice", "correct horse battery");
+    let (_, challenge) = pkce();
+
+    // The parameters in the body: the same walk as with GET, to the code.
+    let mut browser = Browser::new(server.port);
+    let params = plain_params(&rp.client_id, &challenge, &[("state", "posted")]);
+    let resp = browser.post("/authorize", &params);
+    assert_eq!(resp.location(), "/authorize/login");
+    assert!(browser.has(INTERACTION));
+    let resp = sign_in(&mut browser, "correct horse battery");
+    let consent = browser.follow(&resp);
+    consent.assert_page(200);
+    let resp = browser.post(
+        "/authorize/consent",
+        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
+    );
+    let code = rp.code_of(&resp, CB, "posted");
+    assert_eq!(stored_code(&server, &code).1["scope"], "openid accounts");
+
+    // A pushed request by POST; the session and consent now skip both pages.
+    let uri = rp.push(&[("state", Some("pushed-posted"))]);
+    let resp = browser.post(
+        "/authorize",
+        &[("client_id", rp.client_id.as_str()), ("request_uri", &uri)],
+    );
+    rp.code_of(&resp, CB, "pushed-posted");
+
+    // The same checks: after the redirect_uri, errors go back to the client...
+    let params = plain_params(
+        &rp.client_id,
+        &challenge,
+        &[("code_challenge_method", "plain")],
+    );
+    let resp = Browser::new(server.port).post("/authorize", &params);
+    assert_eq!(rp.error_of(&resp, Some("plain-1")), "invalid_request");
+    // ...before it, they are pages: an unregistered redirect_uri, a repeated parameter, a body
+    // that is not a form, or one over 64 KiB.
+    let params = plain_params(
+        &rp.client_id,
+        &challenge,
+        &[("redirect_uri", "https://attacker.example/cb")],
+    );
+    Browser::new(server.port)
+        .post("/authorize", &params)
+        .assert_error_page("invalid_request");
+    let mut repeated = plain_params(&rp.client_id, &challenge, &[]);
+    repeated.push(("scope", "openid"));
+    Browser::new(server.port)
+        .post("/authorize", &repeated)
+        .assert_error_page("invalid_request");
+    let json_body = r#"{"client_id":"x"}"#;
+    fetch(
+        server.port,
+        &format!(
+            "POST /authorize HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json_body}",
+            json_body.len()
+        ),
+    )
+    .assert_error_page("invalid_request");
+    let padding = "x".repeat(65 * 1024);
+    let mut big = plain_params(&rp.client_id, &challenge, &[]);
+    big.push(("padding", &padding));
+    let resp = Browser::new(server.port).post("/authorize", &big);
+    resp.assert_page(413);
+    assert!(resp.header("location").is_none());
+}
+
+#[test]
+fn signing_in_rotates_the_interaction_and_replaces_the_session() {
+    let server = start();
+    let rp = rp_for(&server, json!({}));
+    add_user(&server, "alice", "correct horse battery");
+    let (_, challenge) = pkce();
+
+    let mut browser = Browser::new(server.port);
+    browser.get(&plain_path(&rp.client_id, &challenge, &[("state", "s1")]));
+    let before = browser.cookies[INTERACTION].clone();
+    let old_csrf = browser.get("/authorize/login").csrf();
+    let resp = sign_in(&mut browser, "correct horse battery");
+    assert_eq!(resp.location(), "/authorize/consent");
+    let after = browser.cookies[INTERACTION].clone();
+    assert_ne!(after, before, "a new interaction id at sign-in");
+    assert_eq!(after.len(), 43);
+
+    // Whoever holds the pre-login id (planted it, or saw it) gets nothing.
+    let mut fixer = browser_with(server.port, INTERACTION, &before);
+    fixer
+        .get("/authorize/consent")
+        .assert_error_page("invalid_request");
+    fixer
+        .post(
+            "/authorize/consent",
+            &[("decision", "approve"), ("csrf", old_csrf.as_str())],
+        )
+        .assert_error_page("invalid_request");
+    // Nor does the pre-login CSRF token with the new id.
+    browser
+        .post(
+            "/authorize/consent",
+            &[("decision", "approve"), ("csrf", old_csrf.as_str())],
+        )
+        .assert_error_page("invalid_request");
+    let consent = browser.get("/authorize/consent");
+    consent.assert_page(200);
+    let resp = browser.post(
+        "/authorize/consent",
+        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
+    );
+    rp.code_of(&resp, CB, "s1");
+
+    // Signing in again (prompt=login) replaces the browser's session: the old one is ended.
+    let first_session = browser.cookies[SESSION].clone();
+    let resp = browser.get(&plain_path(
+        &rp.client_id,
+        &challenge,
+        &[("prompt", "login"), ("state", "s2")],
+    ));
+    assert_eq!(resp.location(), "/authorize/login");
+    let resp = sign_in(&mut browser, "correct horse battery");
+    rp.code_of(&resp, CB, "s2");
+    let second_session = browser.cookies[SESSION].clone();
+    assert_ne!(second_session, first_session);
+
+    let silent = |session: &str, state: &'static str| {
+        browser_with(server.port, SESSION, session).get(&plain_path(
+            &rp.client_id,
+            &challenge,
+            &[("prompt", "none"), ("state", state)],
+        ))
+    };
+    assert_eq!(
+        rp.error_of(&silent(&first_session, "s3"), Some("s3")),
+        "login_required"
+    );
+    rp.code_of(&silent(&second_session, "s4"), CB, "s4");
+}
+
+#[test]
+fn server_failures_after_the_redirect_uri_is_trusted_go_back_to_the_client() {
+    let server = start();
+    let rp = rp_for(&server, json!({}));
+    add_user(&server, "alice", "correct horse battery");
+    let (_, challenge) = pkce();
+    let server_error_page = |resp: &Resp| {
+        resp.assert_page(500);
+        assert!(resp.header("location").is_none());
+        assert!(
+            resp.body.contains("<code>server_error</code>"),
+            "{}",
+            resp.body
+        );
+    };
+    let server_error_redirect = |resp: &Resp, state: &str| {
+        assert_eq!(rp.error_of(resp, Some(state)), "server_error");
+        let description = &resp.client_query()["error_description"];
+        assert!(!description.contains("injected"), "{description}");
+    };
+
+    // Before: the request is not known yet (the pushed request cannot be read), so a page.
+    let uri = rp.push(&[]);
+    break_table(&server, "DELETE", "par_requests");
+    server_error_page(&Browser::new(server.port).get(&rp.authorize_path(&uri)));
+    mend_table(&server, "par_requests");
+
+    // After: the interaction cannot be stored.
+    break_table(&server, "INSERT", "interactions");
+    let resp =
+        Browser::new(server.port).get(&plain_path(&rp.client_id, &challenge, &[("state", "f1")]));
+    server_error_redirect(&resp, "f1");
+    mend_table(&server, "interactions");
+
+    // After: the login step cannot count the attempt.
+    let mut browser = Browser::new(server.port);
+    browser.get(&plain_path(&rp.client_id, &challenge, &[("state", "f2")]));
+    let login = browser.get("/authorize/login");
+    break_table(&server, "UPDATE", "interactions");
+    let resp = browser.post(
+        "/authorize/login",
+        &[
+            ("username", "alice"),
+            ("password", "correct horse battery"),
+            ("csrf", login.csrf().as_str()),
+        ],
+    );
+    server_error_redirect(&resp, "f2");
+    mend_table(&server, "interactions");
+
+    // After: the consent step cannot issue the code; the interaction is spent all the same.
+    let mut browser = Browser::new(server.port);
+    browser.get(&plain_path(&rp.client_id, &challenge, &[("state", "f3")]));
+    let resp = sign_in(&mut browser, "correct horse battery");
+    let consent = browser.follow(&resp);
+    break_table(&server, "INSERT", "authorization_codes");
+    let resp = browser.post(
+        "/authorize/consent",
+        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
+    );
+    server_error_redirect(&resp, "f3");
+    assert!(!browser.has(INTERACTION));
+
+    // After, with a session and remembered consent: straight to the code, which fails.
+    let uri = rp.push(&[("state", Some("f4"))]);
+    server_error_redirect(&browser.get(&rp.authorize_path(&uri)), "f4");
+    mend_table(&server, "authorization_codes");
+    let uri = rp.push(&[("state", Some("f5"))]);
+    rp.code_of(&browser.get(&rp.authorize_path(&uri)), CB, "f5");
+}
+
+#[test]
+fn phone_and_address_are_standard_scopes() {
+    let server = start();
+    // A client that registered no scope may ask for the standard ones.
+    let rp = rp_for(&server, json!({"scope": null}));
+    add_user(&server, "alice", "correct horse battery");
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(server.port);
+    let resp = browser.get(&plain_path(
+        &rp.client_id,
+        &challenge,
+        &[("scope", "openid phone address"), ("state", "pa")],
+    ));
+    assert_eq!(resp.location(), "/authorize/login");
+    let resp = sign_in(&mut browser, "correct horse battery");
+    let consent = browser.follow(&resp);
+    consent.assert_page(200);
+    for shown in [
+        "<code>phone</code>",
+        "See your phone number",
+        "<code>address</code>",
+        "See your postal address",
+    ] {
+        assert!(consent.body.contains(shown), "{shown}: {}", consent.body);
+    }
+    let resp = browser.post(
+        "/authorize/consent",
+        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
+    );
+    let code = rp.code_of(&resp, CB, "pa");
+    assert_eq!(
+        stored_code(&server, &code).1["scope"],
+        "openid phone address"
+    );
+    // Still not any scope at all.
+    let resp = browser.get(&plain_path(
+        &rp.client_id,
+        &challenge,
+        &[("scope", "openid accounts"), ("state", "pb")],
+    ));
+    assert_eq!(rp.error_of(&resp, Some("pb")), "invalid_scope");
 }

@@ -50,7 +50,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .fallback(|| async { management::method_not_allowed("GET, PATCH, DELETE") }),
         )
         .route("/par", post(par::par))
-        .route("/authorize", get(authorize::authorize))
+        .route(
+            "/authorize",
+            get(authorize::authorize).post(authorize::authorize_post),
+        )
         .route(
             "/authorize/login",
             get(authorize::login_page).post(authorize::login_submit),

@@ -5,7 +5,11 @@
 //!
 //! The CSRF token is kept in clear: the pages must show it again (a wrong password re-renders
 //! the login form), and it is worthless without the interaction cookie, whose value is stored
-//! only hashed.
+//! only hashed. The store does not compare it: the endpoint does, in constant time, against
+//! the interaction it loaded (one CSRF check, in one place).
+//!
+//! Signing in gives the interaction a new id and CSRF token (session fixation), and password
+//! attempts are counted on it (`failed_logins`), see `endpoints::authorize::login`.
 
 use sqlx::Row;
 
@@ -84,49 +88,79 @@ impl Store {
         row.map(|r| interaction_from_row(&r)).transpose()
     }
 
-    /// Records who signed in on a live interaction whose CSRF token is `csrf`. `false` when
-    /// there is no such interaction (unknown, expired, already taken, or another token).
+    /// Counts one password attempt on the live interaction behind `id`, unless `limit`
+    /// attempts have been counted already. The attempt is counted *before* the password is
+    /// checked (as a failure until it succeeds, when the interaction is rotated away), in one
+    /// `UPDATE … RETURNING`, so parallel posts cannot outrun the count. Returns this attempt's
+    /// number (1 for the first), or `None` when the interaction is unknown, expired, or spent.
+    pub async fn count_login_attempt(&self, id: &str, limit: i64, now: i64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE interactions SET failed_logins = failed_logins + 1 \
+             WHERE id_hash = $1 AND expires_at > $2 AND failed_logins < $3 \
+             RETURNING failed_logins",
+        )
+        .bind(hash_secret(id))
+        .bind(now)
+        .bind(limit)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records who signed in on the live interaction behind `id` and gives it a new id and CSRF
+    /// token, in one statement: the old cookie value stops working at once (no session
+    /// fixation: whoever planted or saw the pre-login id cannot ride the signed-in
+    /// interaction). `None` when there is no such interaction (unknown, expired, taken, or
+    /// rotated by a concurrent sign-in).
     pub async fn sign_in_interaction(
         &self,
         id: &str,
-        csrf: &str,
         user: &SignedIn,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<NewInteraction>> {
+        let rotated = NewInteraction {
+            id: random_id()?,
+            csrf: random_id()?,
+        };
         let done = sqlx::query(
-            "UPDATE interactions SET user_id = $1, auth_time = $2, acr = $3 \
-             WHERE id_hash = $4 AND csrf = $5 AND expires_at > $6",
+            "UPDATE interactions \
+             SET id_hash = $1, csrf = $2, user_id = $3, auth_time = $4, acr = $5 \
+             WHERE id_hash = $6 AND expires_at > $7",
         )
+        .bind(hash_secret(&rotated.id))
+        .bind(&rotated.csrf)
         .bind(&user.user_id)
         .bind(user.auth_time)
         .bind(&user.acr)
         .bind(hash_secret(id))
-        .bind(csrf)
         .bind(now)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok((done.rows_affected() == 1).then_some(rotated))
     }
 
-    /// Consumes a live, signed-in interaction whose CSRF token is `csrf`: `Some` exactly once
-    /// (one `DELETE … RETURNING`), so one interaction yields at most one code or one denial.
-    pub async fn take_interaction(
-        &self,
-        id: &str,
-        csrf: &str,
-        now: i64,
-    ) -> Result<Option<Interaction>> {
+    /// Consumes the live, signed-in interaction behind `id`: `Some` exactly once (one
+    /// `DELETE … RETURNING`), so one interaction yields at most one code or one denial. The
+    /// caller has checked the form's CSRF token against the interaction first.
+    pub async fn take_interaction(&self, id: &str, now: i64) -> Result<Option<Interaction>> {
         let row = sqlx::query(
             "DELETE FROM interactions \
-             WHERE id_hash = $1 AND csrf = $2 AND expires_at > $3 AND user_id IS NOT NULL \
+             WHERE id_hash = $1 AND expires_at > $2 AND user_id IS NOT NULL \
              RETURNING client_id, request, csrf, user_id, auth_time, acr, expires_at",
         )
         .bind(hash_secret(id))
-        .bind(csrf)
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| interaction_from_row(&r)).transpose()
+    }
+
+    /// Ends the interaction behind `id` (e.g. after too many failed sign-ins).
+    pub async fn delete_interaction(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM interactions WHERE id_hash = $1")
+            .bind(hash_secret(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -166,7 +200,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sign_in_then_take_once_with_the_right_csrf() {
+    async fn sign_in_rotates_the_id_then_take_once() {
         let (store, _dir) = temp_store().await;
         let request = serde_json::json!({"scope": "openid"});
         let new = store
@@ -190,47 +224,117 @@ mod tests {
         // Not signed in yet: nothing to take.
         assert!(
             store
-                .take_interaction(&new.id, &new.csrf, 1000)
+                .take_interaction(&new.id, 1000)
                 .await
                 .unwrap()
                 .is_none()
         );
-        // A wrong CSRF token signs nobody in.
-        assert!(
-            !store
-                .sign_in_interaction(&new.id, "forged", &alice(1000), 1000)
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .sign_in_interaction(&new.id, &new.csrf, &alice(1000), 1000)
-                .await
-                .unwrap()
-        );
+        let rotated = store
+            .sign_in_interaction(&new.id, &alice(1000), 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(rotated.id, new.id);
+        assert_ne!(rotated.csrf, new.csrf);
+        // The pre-login id is gone, in the same statement; one row remains.
         assert!(
             store
-                .take_interaction(&new.id, "forged", 1001)
+                .get_interaction(&new.id, 1000)
                 .await
                 .unwrap()
                 .is_none()
         );
+        assert!(
+            store
+                .sign_in_interaction(&new.id, &alice(1000), 1000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .take_interaction(&new.id, 1001)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM interactions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let got = store
+            .get_interaction(&rotated.id, 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.csrf.as_str(), got.user),
+            (rotated.csrf.as_str(), Some(alice(1000)))
+        );
+
         let taken = store
-            .take_interaction(&new.id, &new.csrf, 1001)
+            .take_interaction(&rotated.id, 1001)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(taken.user, Some(alice(1000)));
         assert!(
             store
-                .take_interaction(&new.id, &new.csrf, 1001)
+                .take_interaction(&rotated.id, 1001)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
             store
-                .get_interaction(&new.id, 1001)
+                .get_interaction(&rotated.id, 1001)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn login_attempts_are_counted_up_to_the_limit() {
+        let (store, _dir) = temp_store().await;
+        let new = store
+            .create_interaction("c1", &serde_json::json!({}), None, 1600)
+            .await
+            .unwrap();
+        for n in 1..=3 {
+            assert_eq!(
+                store.count_login_attempt(&new.id, 3, 1000).await.unwrap(),
+                Some(n)
+            );
+        }
+        assert_eq!(
+            store.count_login_attempt(&new.id, 3, 1000).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.count_login_attempt("other", 3, 1000).await.unwrap(),
+            None
+        );
+        // Still there until deleted; then gone for every step.
+        assert!(
+            store
+                .get_interaction(&new.id, 1000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        store.delete_interaction(&new.id).await.unwrap();
+        assert!(
+            store
+                .get_interaction(&new.id, 1000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .sign_in_interaction(&new.id, &alice(1000), 1000)
                 .await
                 .unwrap()
                 .is_none()
@@ -260,15 +364,20 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert!(
-            !store
-                .sign_in_interaction(&new.id, &new.csrf, &alice(1600), 1600)
-                .await
-                .unwrap()
+        assert_eq!(
+            store.count_login_attempt(&new.id, 5, 1600).await.unwrap(),
+            None
         );
         assert!(
             store
-                .take_interaction(&new.id, &new.csrf, 1600)
+                .sign_in_interaction(&new.id, &alice(1600), 1600)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .take_interaction(&new.id, 1600)
                 .await
                 .unwrap()
                 .is_none()

@@ -1,6 +1,9 @@
 //! Login sessions: a browser's signed-in user, behind the `__Host-strongroom-session` cookie,
 //! so that a second authorization request within the session's lifetime skips the login page.
 //! Only the SHA-256 of the cookie value is stored.
+//!
+//! A sign-in opens a new session and ends the one the browser presented, if any
+//! ([`Store::end_login_session`]): a session id is never carried across a sign-in.
 
 use sqlx::Row;
 
@@ -23,6 +26,15 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(id)
+    }
+
+    /// Ends the session behind cookie value `id` (whatever its state); `true` if there was one.
+    pub async fn end_login_session(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM login_sessions WHERE id_hash = $1")
+            .bind(hash_secret(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The user behind session cookie value `id`, if the session has not expired at `now`.
@@ -67,9 +79,19 @@ mod tests {
         assert_ne!(stored, id);
         assert_eq!(
             store.get_login_session(&id, 2799).await.unwrap(),
-            Some(user)
+            Some(user.clone())
         );
         assert_eq!(store.get_login_session(&id, 2800).await.unwrap(), None);
         assert_eq!(store.get_login_session("other", 1000).await.unwrap(), None);
+
+        let second = store.create_login_session(&user, 2800).await.unwrap();
+        assert!(store.end_login_session(&id).await.unwrap());
+        assert!(!store.end_login_session(&id).await.unwrap());
+        assert_eq!(store.get_login_session(&id, 1000).await.unwrap(), None);
+        assert_eq!(
+            store.get_login_session(&second, 1000).await.unwrap(),
+            Some(user),
+            "only the one ended"
+        );
     }
 }

@@ -1,9 +1,14 @@
 //! End users: a username, an argon2id password hash (PHC string, the crate's default
 //! parameters) and the claims the server may release about them.
 //!
-//! Hashing and verifying take tens of milliseconds of CPU: they run on the blocking pool, never
-//! on the async runtime's threads.
+//! Hashing and verifying take tens of milliseconds of CPU and, with argon2id's default
+//! parameters, about 19 MiB of memory each: they run on the blocking pool, never on the async
+//! runtime's threads, and at most one per CPU at a time, process-wide ([`argon2_permits`]).
+//! Without that bound a flood of login posts would start one verification per request (the
+//! blocking pool grows to 512 threads): 512 × 19 MiB of memory, for work that cannot finish any
+//! sooner than the CPUs allow. With it, the excess waits its turn holding only its request.
 
+use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 
 use argon2::password_hash::SaltString;
@@ -11,7 +16,33 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use sqlx::Row;
 use zeroize::Zeroizing;
 
+use tokio::sync::Semaphore;
+
 use super::{Result, Store, StoreError, random_id};
+
+/// One permit per CPU: the argon2 computations that may run at once in this process.
+fn argon2_permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+    })
+}
+
+/// Runs `work` (an argon2 hash or verification) on the blocking pool once a permit is free.
+/// The permit travels into the blocking task and back out with its result: it is given back
+/// only after the work has ended, even if the request that asked has gone away meanwhile (the
+/// task's output, permit included, is then dropped where it finished), and, when the caller
+/// waits, only once the result is back, by which time the pool's thread is free for the next
+/// permit holder (so the pool does not grow while the queue waits).
+async fn argon2_work<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let permit = argon2_permits()
+        .acquire()
+        .await
+        .map_err(|_| StoreError::PasswordHash("the argon2 limiter is closed".to_owned()))?;
+    let (out, permit) = tokio::task::spawn_blocking(move || (work(), permit)).await?;
+    drop(permit);
+    Ok(out)
+}
 
 /// A user as the rest of the server sees it (never the password hash).
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +64,7 @@ impl Store {
         claims: serde_json::Value,
         now: i64,
     ) -> Result<User> {
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+        let password_hash = argon2_work(move || hash_password(&password)).await??;
         let user = User {
             user_id: random_id()?,
             username: username.to_owned(),
@@ -74,7 +105,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
-            tokio::task::spawn_blocking(move || {
+            argon2_work(move || {
                 if let Some(dummy) = dummy_hash() {
                     verify(&password, dummy);
                 }
@@ -83,7 +114,7 @@ impl Store {
             return Ok(None);
         };
         let stored: String = row.try_get("password_hash")?;
-        let ok = tokio::task::spawn_blocking(move || verify(&password, &stored)).await?;
+        let ok = argon2_work(move || verify(&password, &stored)).await?;
         if ok {
             user_from_row(&row).map(Some)
         } else {
@@ -203,6 +234,32 @@ mod tests {
         );
         assert_eq!(store.get_user(&alice.user_id).await.unwrap(), Some(alice));
         assert_eq!(store.get_user("nobody").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn argon2_work_runs_at_most_one_per_cpu() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..cpus * 3)
+            .map(|_| {
+                let (running, peak) = (running.clone(), peak.clone());
+                tokio::spawn(argon2_work(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        // Without the permits all 3 × cpus would sleep at once.
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=cpus).contains(&peak), "{peak} at once on {cpus} CPUs");
     }
 
     #[tokio::test]

@@ -1,0 +1,101 @@
+//! The consent step: `GET /authorize/consent` shows what the client asks for,
+//! `POST /authorize/consent` approves (the code) or denies (`access_denied`), consuming the
+//! interaction in one statement so it answers once.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::cookies::{INTERACTION_COOKIE, clear_cookie};
+use super::page_form::PageForm;
+use super::respond::{Stop, ToClient, finish, see_other};
+use super::{
+    client_origin, context, current_interaction, display_name, expired_interaction, issue_code,
+};
+use crate::error::{ErrorCode, OAuthError};
+use crate::pages;
+use crate::state::AppState;
+
+/// `GET /authorize/consent`: the consent form of the browser's signed-in interaction.
+pub async fn consent_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    finish(show(&state, &headers).await)
+}
+
+/// `POST /authorize/consent`: csrf, decision (approve | deny).
+pub async fn consent_submit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    finish(submit(&state, &headers, body).await)
+}
+
+async fn show(state: &AppState, headers: &HeaderMap) -> Result<Response, Stop> {
+    let (_, interaction) = current_interaction(state, headers).await?;
+    if interaction.user.is_none() {
+        return Ok(see_other("/authorize/login")?);
+    }
+    let (client, request) = context(state, &interaction).await?;
+    let host = url::Url::parse(&request.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(pages::consent(
+        display_name(&client),
+        &request.scopes(),
+        &interaction.csrf,
+        &host,
+        client_origin(&request).as_deref(),
+    ))
+}
+
+async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, Stop> {
+    let form = PageForm::read(headers, body).await?;
+    let approve = match form.decision.as_deref() {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => {
+            return Err(OAuthError::invalid_request("decision must be approve or deny").into());
+        }
+    };
+    let (id, interaction) = current_interaction(state, headers).await?;
+    form.check_csrf(&interaction)?;
+    let (client, request) = context(state, &interaction).await?;
+    let back = ToClient::of(state, &request);
+    let now = state.now();
+    // Single use: only one submission of this interaction gets past this line.
+    let taken = state
+        .store
+        .take_interaction(&id, now)
+        .await
+        .map_err(|e| back.fail(e))?
+        .ok_or_else(expired_interaction)?;
+    let user = taken.user.ok_or_else(expired_interaction)?;
+    let answer = if approve {
+        async {
+            state
+                .store
+                .remember_consent(&user.user_id, &client.client_id, &request.scopes(), now)
+                .await
+                .map_err(|e| back.fail(e))?;
+            issue_code(state, &request, &user, now).await
+        }
+        .await
+    } else {
+        Ok(back.error(&OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::AccessDenied,
+            "the user denied the request",
+        )))
+    };
+    // The interaction is spent, whatever the answer.
+    let mut resp = finish(answer);
+    clear_cookie(&mut resp, INTERACTION_COOKIE);
+    Ok(resp)
+}
