@@ -13,7 +13,7 @@ APT_PACKAGES := softhsm2 opensc libssl-dev pkg-config build-essential openssl cu
 DEV_HSM := $(CURDIR)/dev-hsm
 DEV_LABEL := strongroom-dev
 
-.PHONY: deps test lint run bench bench-hsm clean-dev
+.PHONY: deps test lint run bench bench-load bench-soak bench-hsm clean-dev
 
 ## deps: install what is missing (apt-get as root; otherwise print the exact command)
 deps:
@@ -68,7 +68,19 @@ $(DEV_HSM)/softhsm2.conf:
 bench-hsm: deps
 	$(CARGO) bench -p strongroom-benches --bench hsm
 
-bench: bench-hsm
+## bench: token issuance under load: the release server on fresh SoftHSM2 tokens, driven over
+## HTTPS by benches/load.rs, beside the raw HSM rate (STRONGROOM_LOAD_* variables: see that file)
+bench: bench-load
+
+bench-load: deps
+	$(CARGO) build --release -p strongroom-server
+	$(CARGO) bench -p strongroom-benches --bench load
+
+## bench-soak: scenario 1 for 10 minutes (STRONGROOM_LOAD_SOAK_SECS); RSS after the first
+## minute and at the end
+bench-soak: deps
+	$(CARGO) build --release -p strongroom-server
+	$(CARGO) bench -p strongroom-benches --bench load -- --soak
 
 ## clean-dev: remove the development token
 clean-dev:

@@ -28,15 +28,21 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use strongroom_hsm::{
     KeyId, KeySpec, KeyUsage, Pin, PoolConfig, SignAlg, SigningPool, Token, WorkerMode,
+};
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{
+    Machine, RawSpec, Timing, check_sig, jwt_signing_input, loadavg, median, module_path, rate,
+    timed_loop,
 };
 
 const LABEL: &str = "strongroom-bench";
@@ -45,19 +51,8 @@ const USER_PIN: &str = "bench-user-pin-1234";
 const RSA_KEY: &str = "bench-ps256";
 const EC_KEY: &str = "bench-es256";
 
-// Parent -> child protocol (environment only; nothing on the command line).
-const CHILD_ENV: &str = "STRONGROOM_BENCH_CHILD";
-const CHILD_KEY: &str = "STRONGROOM_BENCH_CHILD_KEY";
-const CHILD_LABEL: &str = "STRONGROOM_BENCH_CHILD_LABEL";
-const CHILD_PIN: &str = "STRONGROOM_BENCH_CHILD_PIN";
-const CHILD_START_MS: &str = "STRONGROOM_BENCH_CHILD_START_UNIX_MS";
-const CHILD_WARM_MS: &str = "STRONGROOM_BENCH_CHILD_WARM_MS";
-const CHILD_WINDOW_MS: &str = "STRONGROOM_BENCH_CHILD_WINDOW_MS";
-
 /// Callers driving the pool in the "64 callers" rows.
 const POOL_CALLERS: usize = 64;
-/// Delay between child process starts.
-const CHILD_STAGGER: Duration = Duration::from_millis(50);
 
 static ERRORS: AtomicUsize = AtomicUsize::new(0);
 
@@ -77,8 +72,8 @@ fn main() {
         }
         return;
     }
-    if let Ok(alg) = std::env::var(CHILD_ENV) {
-        std::process::exit(child_main(&alg));
+    if let Some(code) = common::child_dispatch() {
+        std::process::exit(code);
     }
     // `cargo bench` passes --bench; `cargo test --all-targets` runs bench binaries without it.
     if !std::env::args().any(|a| a == "--bench") {
@@ -104,12 +99,6 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // Settings and helpers
 
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    warm: Duration,
-    window: Duration,
-}
-
 fn timing(alg: SignAlg) -> Timing {
     let ps256_secs = std::env::var("STRONGROOM_BENCH_SECS")
         .ok()
@@ -132,92 +121,6 @@ fn rounds() -> usize {
         .and_then(|s| s.parse::<usize>().ok())
         .filter(|n| *n > 0)
         .unwrap_or(3)
-}
-
-fn module_path() -> PathBuf {
-    if let Ok(m) = std::env::var("STRONGROOM_PKCS11_MODULE") {
-        return PathBuf::from(m);
-    }
-    PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
-}
-
-fn sig_len(alg: SignAlg) -> usize {
-    match alg {
-        SignAlg::Es256 => 64,
-        _ => 256, // RSA-2048
-    }
-}
-
-fn check_sig(alg: SignAlg, sig: &[u8]) -> Result<(), String> {
-    if sig.len() == sig_len(alg) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} signature is {} bytes, expected {}",
-            alg.jose_name(),
-            sig.len(),
-            sig_len(alg)
-        ))
-    }
-}
-
-/// A realistic JWS signing input (BASE64URL(header) '.' BASE64URL(payload)) of about 600 bytes:
-/// a FAPI access token bound to a client certificate.
-fn jwt_signing_input(alg: SignAlg) -> Vec<u8> {
-    let header = format!(
-        r#"{{"alg":"{}","kid":"strongroom-2024-09-rotating-key-0001","typ":"at+jwt"}}"#,
-        alg.jose_name()
-    );
-    let payload = concat!(
-        r#"{"iss":"https://as.strongroom.example.com","sub":"248289761001","#,
-        r#""aud":"https://rs.bank.example.com/open-banking/v3.1","client_id":"s6BhdRkqt3-fapi-client","#,
-        r#""iat":1726750000,"nbf":1726750000,"exp":1726750300,"jti":"b7c1f0d2-6a3e-4e8b-9f41-2c5d7a9e0b13","#,
-        r#""scope":"openid accounts payments fundsconfirmations","#,
-        r#""cnf":{"x5t#S256":"bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}}"#
-    );
-    format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload)
-    )
-    .into_bytes()
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Signs in a loop from `start` until `start + warm + window`; returns the signatures that
-/// completed inside `[start + warm, start + warm + window)`. Stops at the first error.
-fn timed_loop<E: Display>(
-    alg: SignAlg,
-    start: Instant,
-    t: Timing,
-    mut sign: impl FnMut() -> Result<Vec<u8>, E>,
-) -> Result<u64, String> {
-    let window_start = start + t.warm;
-    let end = window_start + t.window;
-    if let Some(wait) = start.checked_duration_since(Instant::now()) {
-        std::thread::sleep(wait);
-    }
-    let mut count = 0u64;
-    loop {
-        let sig = sign().map_err(|e| e.to_string())?;
-        check_sig(alg, &sig)?;
-        let now = Instant::now();
-        if now >= end {
-            return Ok(count);
-        }
-        if now >= window_start {
-            count += 1;
-        }
-    }
-}
-
-fn rate(count: u64, t: Timing) -> f64 {
-    count as f64 / t.window.as_secs_f64()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,17 +229,6 @@ impl Row {
                 median(&self.samples[i])
             }
         })
-    }
-}
-
-fn median(samples: &[f64]) -> Option<f64> {
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
 }
 
@@ -537,34 +429,11 @@ fn run_all(dir: &Path) -> bool {
 }
 
 fn print_machine() {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let softhsm = Command::new("softhsm2-util")
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into());
+    let m = Machine::describe();
     println!("strongroom HSM signing bench");
-    println!("machine:   nproc {cores}, CPU {cpu}");
-    println!("SoftHSM2:  {softhsm}");
+    println!("machine:   nproc {}, CPU {}", m.nproc, m.cpu);
+    println!("SoftHSM2:  {}", m.softhsm);
     println!("load:      {}", loadavg());
-}
-
-/// /proc/loadavg: other work on the machine skews every figure here.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// (a) One session on the calling thread.
@@ -726,75 +595,23 @@ fn bench_processes(
     open_time: Duration,
 ) -> Option<f64> {
     let ctx = format!("raw processes x{n} {}", alg.jose_name());
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            report_error(&ctx, format!("cannot find this executable: {e}"));
-            return None;
-        }
-    };
     // Each child loads the module, logs in and probes the token (an RSA-2048 key generation for
     // the OAEP probe) before the common start instant; give that plenty of room.
-    let margin = Duration::from_millis(600) + open_time * 4 + CHILD_STAGGER * n as u32;
-    let start_ms = unix_ms() + margin.as_millis() as u64;
-    let mut children = Vec::with_capacity(n);
-    for i in 0..n {
-        if i > 0 {
-            std::thread::sleep(CHILD_STAGGER);
-        }
-        let child = Command::new(&exe)
-            .env(CHILD_ENV, alg.jose_name().to_ascii_lowercase())
-            .env(CHILD_KEY, key.as_str())
-            .env(CHILD_LABEL, LABEL)
-            .env(CHILD_PIN, USER_PIN)
-            .env(CHILD_START_MS, start_ms.to_string())
-            .env(CHILD_WARM_MS, t.warm.as_millis().to_string())
-            .env(CHILD_WINDOW_MS, t.window.as_millis().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        match child {
-            Ok(c) => children.push(c),
-            Err(e) => report_error(&ctx, format!("cannot start child {i}: {e}")),
+    let spec = RawSpec {
+        label: LABEL,
+        pin: USER_PIN,
+        key: key.as_str(),
+        softhsm_conf: None, // inherited: set before anything else ran
+        cpus: Vec::new(),
+        margin: Duration::from_millis(600) + open_time * 4,
+    };
+    match common::raw_processes(&spec, alg, n, t) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            report_error(&ctx, e);
+            None
         }
     }
-    let mut total = Some(0u64);
-    if children.len() != n {
-        total = None;
-    }
-    for (i, child) in children.into_iter().enumerate() {
-        let out = match child.wait_with_output() {
-            Ok(o) => o,
-            Err(e) => {
-                report_error(&ctx, format!("child {i}: {e}"));
-                total = None;
-                continue;
-            }
-        };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-            println!("    child {i}: {line}");
-        }
-        if !out.status.success() {
-            report_error(&ctx, format!("child {i} exited with {}", out.status));
-            total = None;
-            continue;
-        }
-        match stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("count "))
-            .and_then(|c| c.trim().parse::<u64>().ok())
-        {
-            Some(c) => total = total.map(|t| t + c),
-            None => {
-                report_error(&ctx, format!("child {i} printed no count: {stdout:?}"));
-                total = None;
-            }
-        }
-    }
-    total.map(|c| rate(c, t))
 }
 
 fn print_table(rows: &[Row], rounds: usize) {
@@ -925,83 +742,4 @@ fn print_table(rows: &[Row], rounds: usize) {
             fmt_ratio(a[1], b[1])
         );
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The child: one PKCS#11 application signing until the common window ends
-
-fn child_main(alg: &str) -> i32 {
-    match child_run(alg) {
-        Ok(report) => {
-            println!("{report}");
-            0
-        }
-        Err(e) => {
-            eprintln!("ERROR: {e}");
-            1
-        }
-    }
-}
-
-fn child_env(name: &str) -> Result<String, String> {
-    std::env::var(name).map_err(|e| format!("{name}: {e}"))
-}
-
-fn child_env_u64(name: &str) -> Result<u64, String> {
-    child_env(name)?.parse().map_err(|e| format!("{name}: {e}"))
-}
-
-fn child_run(alg: &str) -> Result<String, String> {
-    let alg = match alg {
-        "ps256" => SignAlg::Ps256,
-        "es256" => SignAlg::Es256,
-        other => return Err(format!("unknown algorithm {other:?}")),
-    };
-    let key = KeyId::new(child_env(CHILD_KEY)?).map_err(|e| e.to_string())?;
-    let label = child_env(CHILD_LABEL)?;
-    let pin = child_env(CHILD_PIN)?;
-    let start_ms = child_env_u64(CHILD_START_MS)?;
-    let t = Timing {
-        warm: Duration::from_millis(child_env_u64(CHILD_WARM_MS)?),
-        window: Duration::from_millis(child_env_u64(CHILD_WINDOW_MS)?),
-    };
-    let module = module_path();
-
-    let token = match Token::open_with_pin(&module, &label, Pin::new(&pin)) {
-        Ok(t) => t,
-        Err(first) => {
-            eprintln!("note: opening the token failed ({first}); retrying once");
-            std::thread::sleep(Duration::from_millis(100));
-            Token::open_with_pin(&module, &label, Pin::new(&pin))
-                .map_err(|e| format!("opening the token failed twice: {first}; then {e}"))?
-        }
-    };
-    let mut session = token
-        .session()
-        .map_err(|e| format!("cannot open a session: {e}"))?;
-    let msg = jwt_signing_input(alg);
-    // One signature before the start: finds and caches the key handle.
-    let sig = session
-        .sign(&key, alg, &msg)
-        .map_err(|e| format!("first signature: {e}"))?;
-    check_sig(alg, &sig)?;
-
-    // The common start instant, as an Instant of this process.
-    let now_ms = unix_ms();
-    let now = Instant::now();
-    let start = if start_ms >= now_ms {
-        now + Duration::from_millis(start_ms - now_ms)
-    } else {
-        let late = Duration::from_millis(now_ms - start_ms);
-        if late >= t.warm {
-            return Err(format!(
-                "ready {} ms after the common start, past the {} ms warm-up",
-                late.as_millis(),
-                t.warm.as_millis()
-            ));
-        }
-        now.checked_sub(late).unwrap_or(now)
-    };
-    let count = timed_loop(alg, start, t, || session.sign(&key, alg, &msg))?;
-    Ok(format!("count {count}"))
 }
