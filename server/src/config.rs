@@ -56,6 +56,10 @@ pub struct ServerConfig {
     pub interaction_lifetime_seconds: i64,
     /// How often expired PAR requests, codes, jtis and tokens are deleted.
     pub purge_interval_seconds: u64,
+    /// Token requests served at once; beyond, 503 + Retry-After at once (admission control:
+    /// under overload requests would otherwise queue for the CPU before they reach the HSM
+    /// pool's bounded queue, and latency would grow without bound).
+    pub max_concurrent_token_requests: usize,
     /// Addresses of TLS-terminating proxies whose RFC 9440 `Client-Cert` header is believed.
     /// Empty (the default): the header is ignored from everyone.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             login_session_lifetime_seconds: 1800,
             interaction_lifetime_seconds: 600,
             purge_interval_seconds: 300,
+            max_concurrent_token_requests: 128,
             trusted_proxies: Vec::new(),
         }
     }

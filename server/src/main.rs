@@ -6,6 +6,7 @@ mod authz_request;
 mod bearer;
 mod cli;
 mod client_auth;
+mod client_cache;
 mod config;
 mod endpoints;
 mod error;

@@ -21,6 +21,10 @@ pub struct AppState {
     /// RFC 9440 proxies whose `Client-Cert` header is believed (see `proxy_cert`).
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub lifetimes: Lifetimes,
+    /// Registered clients, cached for a few seconds (the token endpoint reads one per request).
+    pub clients: crate::client_cache::ClientCache,
+    /// Admission control of /token: one permit per request being served.
+    pub token_admission: tokio::sync::Semaphore,
     pub clock_skew: i64,
 }
 

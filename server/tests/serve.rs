@@ -244,3 +244,47 @@ fn mtls_clients_get_certificate_bound_tokens_on_the_mtls_listener_only() {
     assert!(status.contains("401"), "{status} {resp}");
     assert_eq!(error_code(&resp), "invalid_client");
 }
+
+#[test]
+fn token_requests_beyond_the_admission_limit_get_503_at_once() {
+    use std::io::Write as _;
+    let server = start_with("max_concurrent_token_requests = 1", |_| {});
+    // One request holds the only permit: its headers promise a body that never comes.
+    let mut connector =
+        openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut held = connector.build().connect("localhost", tcp).unwrap();
+    held.write_all(
+        b"POST /token HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
+    )
+    .unwrap();
+    held.flush().unwrap();
+    // Until the server has read those headers, a second request may still get through: retry
+    // briefly until it is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, headers, body) = loop {
+        let r = post_form(server.port, "/token", "grant_type=client_credentials");
+        if r.0.contains("503") || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.contains("503"), "{status} {body}");
+    assert!(headers.contains("retry-after: 1"), "{headers}");
+    assert_eq!(error_code(&body), "temporarily_unavailable");
+    // The held request ends: the permit is back, and requests are served (here: refused for
+    // want of client authentication, which is the point: they are served).
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = post_form(server.port, "/token", "grant_type=client_credentials");
+        if status.contains("401") {
+            assert_eq!(error_code(&body), "invalid_client");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {status} {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

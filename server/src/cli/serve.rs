@@ -81,6 +81,10 @@ async fn serve(config: &Config) -> Result<(), String> {
         jwks_source: Some(Arc::new(jwks_source(config)?)),
         trusted_proxies: config.server.trusted_proxies.clone(),
         lifetimes,
+        clients: Default::default(),
+        token_admission: tokio::sync::Semaphore::new(
+            config.server.max_concurrent_token_requests.max(1),
+        ),
         clock_skew: config.keys.clock_skew_seconds,
     });
     let purge = spawn_purge(

@@ -171,6 +171,7 @@ pub async fn patch(
             .ok_or_else(not_found)?;
         forget_jwks(&state, &current);
         forget_jwks(&state, &updated);
+        state.clients.invalidate(&id);
         Ok(json(StatusCode::OK, &updated))
     })
     .await
@@ -188,6 +189,7 @@ pub async fn delete(
         if !state.store.delete_client(&id).await? {
             return Err(not_found());
         }
+        state.clients.invalidate(&id);
         if let Some(c) = &existing {
             forget_jwks(&state, c);
         }

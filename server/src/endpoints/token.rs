@@ -24,6 +24,10 @@ pub async fn token(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    // Admission control: at capacity, answer 503 now rather than queue for the CPU.
+    let Ok(_permit) = state.token_admission.try_acquire() else {
+        return OAuthError::busy().into_response();
+    };
     form_endpoint(&headers, body, async |form| {
         handle(&state, &conn, &form).await
     })
@@ -58,7 +62,7 @@ pub async fn authenticate_client(
     conn: &Connection,
     form: &Form,
     endpoint: &str,
-) -> Result<(Client, client_auth::AuthenticatedClient), OAuthError> {
+) -> Result<(std::sync::Arc<Client>, client_auth::AuthenticatedClient), OAuthError> {
     let assertion = form.get("client_assertion");
     let client_id = match (
         form.get("client_id"),
@@ -74,8 +78,8 @@ pub async fn authenticate_client(
         (None, None) => return Err(OAuthError::invalid_client("no client authentication")),
     };
     let client = state
-        .store
-        .get_client(&client_id)
+        .clients
+        .get(&state.store, &client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     let now = state.now();

@@ -7,17 +7,11 @@ use super::{Result, Store};
 impl Store {
     /// `true` the first time `(client_id, jti)` is seen, `false` on every replay. Decided by the
     /// primary key (`INSERT … ON CONFLICT DO NOTHING`), so concurrent replays cannot both pass.
+    /// Written in groups with other requests' jtis (see `batch.rs`).
     pub async fn use_jti(&self, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(client_id)
-        .bind(jti)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.batches
+            .use_jti((client_id.to_owned(), jti.to_owned(), expires_at))
+            .await
     }
 }
 

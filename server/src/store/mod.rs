@@ -12,6 +12,7 @@
 //! - SQL is written once for SQLite and PostgreSQL: `$n` parameters (sqlx's SQLite driver reads
 //!   them too), and only TEXT, BIGINT and BOOLEAN columns.
 
+mod batch;
 mod clients;
 mod codes;
 mod consents;
@@ -57,6 +58,12 @@ pub enum StoreError {
     /// The grant was revoked (a replayed code or refresh token): nothing more is issued under it.
     #[error("the grant has been revoked")]
     GrantRevoked,
+    /// The batched writer stopped (the runtime is shutting down).
+    #[error("the database writer has stopped")]
+    WriterGone,
+    /// A grouped write failed; every request in the group gets this.
+    #[error("batched write: {0}")]
+    Batch(String),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -139,6 +146,8 @@ pub struct PurgeCounts {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The grouped writers of the token endpoint's rows (jtis, access-token records).
+    batches: batch::Batches,
 }
 
 impl Store {
@@ -162,7 +171,8 @@ impl Store {
         // Make the dummy password hash now, so that even the first unknown username costs one
         // argon2 verification, like a known one.
         tokio::task::spawn_blocking(users::dummy_hash).await?;
-        Ok(Store { pool })
+        let batches = batch::Batches::start(pool.clone());
+        Ok(Store { pool, batches })
     }
 
     #[cfg(test)]

@@ -247,19 +247,17 @@ impl Store {
         data: &T,
         expires_at: i64,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "INSERT INTO access_tokens (jti, client_id, grant_id, data, expires_at) \
-             SELECT $1, $2, $3, $4, $5 \
-             WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $3)",
-        )
-        .bind(jti)
-        .bind(client_id)
-        .bind(grant_id)
-        .bind(serde_json::to_string(data)?)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        let written = self
+            .batches
+            .insert_access_token(super::batch::AccessTokenRow {
+                jti: jti.to_owned(),
+                client_id: client_id.to_owned(),
+                grant_id: grant_id.map(str::to_owned),
+                data: serde_json::to_string(data)?,
+                expires_at,
+            })
+            .await?;
+        if !written {
             return Err(StoreError::GrantRevoked);
         }
         Ok(())
