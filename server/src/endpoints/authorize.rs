@@ -95,8 +95,8 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
         .get("client_id")
         .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
     let client = state
-        .store
-        .get_client(client_id)
+        .clients
+        .get(&state.store, client_id)
         .await
         .map_err(page)?
         .ok_or_else(|| OAuthError::invalid_request("client_id is not a registered client"))?;
