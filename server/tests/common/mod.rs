@@ -117,14 +117,11 @@ pub type Identity<'a> = Option<(
     &'a openssl::pkey::PKey<openssl::pkey::Private>,
 )>;
 
-/// A request with an optional client certificate (for the mTLS listener).
-pub fn request_as(
-    port: u16,
-    raw_request: &str,
-    identity: Identity<'_>,
-) -> (String, String, String) {
+/// Sends one raw request over TLS (with a client certificate when given) and reads the whole
+/// answer. The server's self-signed development certificate is not checked: what these tests
+/// check is the HTTP layer.
+fn round_trip(port: u16, raw_request: &str, identity: Identity<'_>) -> String {
     let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    // The self-signed development certificate: what is checked here is the HTTP layer.
     connector.set_verify(SslVerifyMode::NONE);
     if let Some((cert, key)) = identity {
         connector.set_certificate(cert).unwrap();
@@ -139,6 +136,17 @@ pub fn request_as(
     let _ = tls.read_to_end(&mut raw);
     let raw = String::from_utf8_lossy(&raw).into_owned();
     assert!(!raw.is_empty(), "no response");
+    raw
+}
+
+/// A request with an optional client certificate (for the mTLS listener): (status line,
+/// headers lowercased, body).
+pub fn request_as(
+    port: u16,
+    raw_request: &str,
+    identity: Identity<'_>,
+) -> (String, String, String) {
+    let raw = round_trip(port, raw_request, identity);
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let (status, headers) = head.split_once("\r\n").unwrap();
     (
@@ -337,18 +345,7 @@ impl Response {
 /// Sends one raw HTTP/1.1 request (which should say `Connection: close`) over TLS, with an
 /// optional client certificate, and parses the answer without altering its case.
 pub fn exchange(port: u16, raw_request: &str, identity: Identity<'_>) -> Response {
-    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    connector.set_verify(SslVerifyMode::NONE);
-    if let Some((cert, key)) = identity {
-        connector.set_certificate(cert).unwrap();
-        connector.set_private_key(key).unwrap();
-    }
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut tls = connector.build().connect("localhost", tcp).unwrap();
-    let _ = tls.write_all(raw_request.as_bytes());
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let raw = round_trip(port, raw_request, identity);
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
     let mut lines = head.split("\r\n");
     let status = lines
