@@ -16,15 +16,21 @@ use sqlx::Row;
 use super::{Result, Store, hash_secret, random_id};
 
 /// An interaction just created: the cookie value and the CSRF token (neither is stored in a
-/// form that gives the cookie back).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// form that gives the cookie back). Debug shows neither: both are bearer secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewInteraction {
     pub id: String,
     pub csrf: String,
 }
 
-/// A live interaction.
-#[derive(Debug, Clone, PartialEq)]
+impl std::fmt::Debug for NewInteraction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewInteraction").finish_non_exhaustive()
+    }
+}
+
+/// A live interaction. Debug leaves out the CSRF token.
+#[derive(Clone, PartialEq)]
 pub struct Interaction {
     pub client_id: String,
     /// The validated authorization request (see `authz_request::AuthorizationRequest`).
@@ -33,6 +39,16 @@ pub struct Interaction {
     /// Who signed in, once someone has.
     pub user: Option<SignedIn>,
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Interaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interaction")
+            .field("client_id", &self.client_id)
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The user of an interaction and how they authenticated (OpenID Connect `auth_time`, `acr`).
