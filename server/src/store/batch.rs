@@ -16,9 +16,9 @@
 use std::collections::HashSet;
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::writer::Writer;
 use super::{Result, StoreError};
 
 /// Rows per statement at most (SQLite allows 32766 parameters; 5 per access-token row).
@@ -49,13 +49,13 @@ pub struct Batches {
 }
 
 impl Batches {
-    /// Starts the writers on the current tokio runtime; they end when every `Batches` clone is
-    /// dropped.
-    pub fn start(pool: SqlitePool) -> Self {
+    /// Starts the batchers on the current tokio runtime; they end when every `Batches` clone is
+    /// dropped. Their statements go through `writer`, so they share its commits.
+    pub fn start(writer: Writer) -> Self {
         let (jti, jti_rx) = mpsc::channel(QUEUE);
         let (access, access_rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool.clone(), jti_rx, write_jtis));
-        tokio::spawn(run(pool, access_rx, write_access_tokens));
+        tokio::spawn(run(writer.clone(), jti_rx, write_jtis));
+        tokio::spawn(run(writer, access_rx, write_access_tokens));
         Batches { jti, access }
     }
 
@@ -81,15 +81,15 @@ async fn submit<T, R>(queue: &mpsc::Sender<(T, Reply<R>)>, row: T) -> Result<R> 
 
 /// The writer loop: wait for one request, take whatever else is queued (up to MAX_BATCH), write,
 /// answer each.
-async fn run<T, R, F, Fut>(pool: SqlitePool, mut queue: mpsc::Receiver<(T, Reply<R>)>, write: F)
+async fn run<T, R, F, Fut>(writer: Writer, mut queue: mpsc::Receiver<(T, Reply<R>)>, write: F)
 where
-    F: Fn(SqlitePool, Vec<T>) -> Fut,
+    F: Fn(Writer, Vec<T>) -> Fut,
     Fut: Future<Output = Result<Vec<R>>>,
 {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut waiting, MAX_BATCH).await > 0 {
         let (rows, replies): (Vec<T>, Vec<Reply<R>>) = waiting.drain(..).unzip();
-        match write(pool.clone(), rows).await {
+        match write(writer.clone(), rows).await {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
@@ -119,23 +119,30 @@ fn values(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
-async fn write_jtis(pool: SqlitePool, rows: Vec<JtiRow>) -> Result<Vec<bool>> {
+async fn write_jtis(writer: Writer, rows: Vec<JtiRow>) -> Result<Vec<bool>> {
     let sql = format!(
         "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES {} \
          ON CONFLICT DO NOTHING RETURNING client_id, jti",
         values(rows.len(), 3)
     );
-    // Built from placeholders and numbers only: every value is bound.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (client_id, jti, expires_at) in &rows {
-        q = q.bind(client_id).bind(jti).bind(expires_at);
-    }
-    let inserted: HashSet<(String, String)> = q
-        .fetch_all(&pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("client_id")?, r.try_get("jti")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+    let (rows, inserted) = writer
+        .write(move |c| {
+            Box::pin(async move {
+                // Built from placeholders and numbers only: every value is bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (client_id, jti, expires_at) in &rows {
+                    q = q.bind(client_id).bind(jti).bind(expires_at);
+                }
+                let inserted: HashSet<(String, String)> = q
+                    .fetch_all(&mut *c)
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get("client_id")?, r.try_get("jti")?)))
+                    .collect::<Result<_, sqlx::Error>>()?;
+                Ok((rows, inserted))
+            })
+        })
+        .await?;
     // A jti twice in one batch: the first wins, like two statements in a row.
     let mut seen = HashSet::with_capacity(rows.len());
     Ok(rows
@@ -147,7 +154,7 @@ async fn write_jtis(pool: SqlitePool, rows: Vec<JtiRow>) -> Result<Vec<bool>> {
         .collect())
 }
 
-async fn write_access_tokens(pool: SqlitePool, rows: Vec<AccessTokenRow>) -> Result<Vec<bool>> {
+async fn write_access_tokens(writer: Writer, rows: Vec<AccessTokenRow>) -> Result<Vec<bool>> {
     let sql = format!(
         "WITH v (jti, client_id, grant_id, data, expires_at) AS (VALUES {}) \
          INSERT INTO access_tokens (jti, client_id, grant_id, data, expires_at) \
@@ -156,22 +163,29 @@ async fn write_access_tokens(pool: SqlitePool, rows: Vec<AccessTokenRow>) -> Res
          RETURNING jti",
         values(rows.len(), 5)
     );
-    // Built from placeholders and numbers only: every value is bound.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for r in &rows {
-        q = q
-            .bind(&r.jti)
-            .bind(&r.client_id)
-            .bind(&r.grant_id)
-            .bind(&r.data)
-            .bind(r.expires_at);
-    }
-    let inserted: HashSet<String> = q
-        .fetch_all(&pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("jti"))
-        .collect::<Result<_, sqlx::Error>>()?;
+    let (rows, inserted) = writer
+        .write(move |c| {
+            Box::pin(async move {
+                // Built from placeholders and numbers only: every value is bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for r in &rows {
+                    q = q
+                        .bind(&r.jti)
+                        .bind(&r.client_id)
+                        .bind(&r.grant_id)
+                        .bind(&r.data)
+                        .bind(r.expires_at);
+                }
+                let inserted: HashSet<String> = q
+                    .fetch_all(&mut *c)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get("jti"))
+                    .collect::<Result<_, sqlx::Error>>()?;
+                Ok((rows, inserted))
+            })
+        })
+        .await?;
     Ok(rows.iter().map(|r| inserted.contains(&r.jti)).collect())
 }
 

@@ -65,17 +65,27 @@ impl Store {
             code: random_id()?,
             grant_id: random_id()?,
         };
-        sqlx::query(
-            "INSERT INTO authorization_codes (code_hash, client_id, grant_id, data, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(hash_secret(&issued.code))
-        .bind(client_id)
-        .bind(&issued.grant_id)
-        .bind(serde_json::to_string(data)?)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
+        let (code_hash, client_id) = (hash_secret(&issued.code), client_id.to_owned());
+        let (grant_id, data) = (issued.grant_id.clone(), serde_json::to_string(data)?);
+        self.writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO authorization_codes \
+                         (code_hash, client_id, grant_id, data, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(code_hash)
+                    .bind(client_id)
+                    .bind(grant_id)
+                    .bind(data)
+                    .bind(expires_at)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await?;
         Ok(issued)
     }
 
@@ -91,20 +101,27 @@ impl Store {
         now: i64,
     ) -> Result<RedeemedCode<T>, RedeemError> {
         let code_hash = hash_secret(code);
-        let won = sqlx::query(
-            "UPDATE authorization_codes SET used = TRUE \
-             WHERE code_hash = $1 AND client_id = $2 AND used = FALSE AND expires_at > $3 \
-             RETURNING grant_id, data",
-        )
-        .bind(&code_hash)
-        .bind(client_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = won {
-            let data: String = row.try_get("data")?;
+        let (hash, owner) = (code_hash.clone(), client_id.to_owned());
+        let won: Option<(String, String)> = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(
+                        "UPDATE authorization_codes SET used = TRUE \
+                         WHERE code_hash = $1 AND client_id = $2 AND used = FALSE \
+                         AND expires_at > $3 RETURNING grant_id, data",
+                    )
+                    .bind(hash)
+                    .bind(owner)
+                    .bind(now)
+                    .fetch_optional(&mut *c)
+                    .await?)
+                })
+            })
+            .await?;
+        if let Some((grant_id, data)) = won {
             return Ok(RedeemedCode {
-                grant_id: row.try_get("grant_id")?,
+                grant_id,
                 data: serde_json::from_str(&data)?,
             });
         }

@@ -22,6 +22,7 @@ mod par;
 mod sessions;
 mod tokens;
 mod users;
+mod writer;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -146,6 +147,8 @@ pub struct PurgeCounts {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The group-commit writer of the hot path's writes.
+    writer: writer::Writer,
     /// The grouped writers of the token endpoint's rows (jtis, access-token records).
     batches: batch::Batches,
 }
@@ -171,8 +174,13 @@ impl Store {
         // Make the dummy password hash now, so that even the first unknown username costs one
         // argon2 verification, like a known one.
         tokio::task::spawn_blocking(users::dummy_hash).await?;
-        let batches = batch::Batches::start(pool.clone());
-        Ok(Store { pool, batches })
+        let writer = writer::Writer::start(pool.clone());
+        let batches = batch::Batches::start(writer.clone());
+        Ok(Store {
+            pool,
+            writer,
+            batches,
+        })
     }
 
     #[cfg(test)]

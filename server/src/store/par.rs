@@ -1,8 +1,6 @@
 //! RFC 9126 pushed authorization requests: the parameters a client pushed, under a one-time
 //! `request_uri`.
 
-use sqlx::Row;
-
 use super::{Result, Store, hash_secret, random_id};
 
 /// RFC 9126 §2.2: the request_uri the server returns is this URN plus a random reference.
@@ -18,16 +16,26 @@ impl Store {
         expires_at: i64,
     ) -> Result<String> {
         let request_uri = format!("{REQUEST_URI_PREFIX}{}", random_id()?);
-        sqlx::query(
-            "INSERT INTO par_requests (request_uri_hash, client_id, params, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(hash_secret(&request_uri))
-        .bind(client_id)
-        .bind(serde_json::to_string(params)?)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
+        let (hash, client_id) = (hash_secret(&request_uri), client_id.to_owned());
+        let params = serde_json::to_string(params)?;
+        self.writer
+            .write(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO par_requests \
+                         (request_uri_hash, client_id, params, expires_at) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(hash)
+                    .bind(client_id)
+                    .bind(params)
+                    .bind(expires_at)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await?;
         Ok(request_uri)
     }
 
@@ -40,21 +48,26 @@ impl Store {
         client_id: &str,
         now: i64,
     ) -> Result<Option<serde_json::Value>> {
-        let row = sqlx::query(
-            "DELETE FROM par_requests \
-             WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3 \
-             RETURNING params",
-        )
-        .bind(hash_secret(request_uri))
-        .bind(client_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(r) => {
-                let params: String = r.try_get("params")?;
-                Ok(Some(serde_json::from_str(&params)?))
-            }
+        let (hash, client_id) = (hash_secret(request_uri), client_id.to_owned());
+        let params: Option<String> = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "DELETE FROM par_requests \
+                         WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3 \
+                         RETURNING params",
+                    )
+                    .bind(hash)
+                    .bind(client_id)
+                    .bind(now)
+                    .fetch_optional(&mut *c)
+                    .await?)
+                })
+            })
+            .await?;
+        match params {
+            Some(p) => Ok(Some(serde_json::from_str(&p)?)),
             None => Ok(None),
         }
     }

@@ -74,21 +74,35 @@ impl Store {
         expires_at: i64,
     ) -> Result<String> {
         let token = random_id()?;
-        let done = sqlx::query(
-            "INSERT INTO refresh_tokens \
-             (token_hash, grant_id, client_id, data, created_at, expires_at) \
-             SELECT $1, $2, $3, $4, $5, $6 \
-             WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $2)",
-        )
-        .bind(hash_secret(&token))
-        .bind(grant_id)
-        .bind(client_id)
-        .bind(serde_json::to_string(data)?)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        let (hash, grant_id, client_id) = (
+            hash_secret(&token),
+            grant_id.to_owned(),
+            client_id.to_owned(),
+        );
+        let data = serde_json::to_string(data)?;
+        let written = self
+            .writer
+            .write(move |c| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "INSERT INTO refresh_tokens \
+                         (token_hash, grant_id, client_id, data, created_at, expires_at) \
+                         SELECT $1, $2, $3, $4, $5, $6 \
+                         WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $2)",
+                    )
+                    .bind(hash)
+                    .bind(grant_id)
+                    .bind(client_id)
+                    .bind(data)
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected())
+                })
+            })
+            .await?;
+        if written == 0 {
             return Err(StoreError::GrantRevoked);
         }
         Ok(token)
