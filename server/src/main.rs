@@ -14,6 +14,7 @@ mod form;
 mod grants;
 mod issue;
 mod jwks_fetch;
+mod jws_keys;
 mod model;
 mod pages;
 mod proxy_cert;

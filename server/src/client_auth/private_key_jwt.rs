@@ -325,20 +325,14 @@ impl ClientAssertionCheck<'_> {
         let mut jwk = jwk.clone();
         // The kid was matched above; josekit would otherwise insist on it in the header.
         jwk.remove("kid");
-        let jwk = Jwk::from_map(jwk).map_err(|_| {
-            fail(format!(
-                "the client's JWK ({}) is not a well-formed {} public key",
-                kid_text(kid),
-                alg.name()
-            ))
-        })?;
-        let verifier = alg.verifier(&jwk).map_err(|_| {
-            fail(format!(
-                "the client's JWK ({}) is not a usable {} verification key",
-                kid_text(kid),
-                alg.name()
-            ))
-        })?;
+        let verifier = crate::jws_keys::verifier(alg.name(), &jwk, |jwk| alg.verifier(jwk))
+            .map_err(|_| {
+                fail(format!(
+                    "the client's JWK ({}) is not a usable {} verification key",
+                    kid_text(kid),
+                    alg.name()
+                ))
+            })?;
         let (payload, _header) = josekit::jws::deserialize_compact(input, verifier.as_ref())
             .map_err(|e| match e {
                 josekit::JoseError::InvalidSignature(_) => fail(format!(
