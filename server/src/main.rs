@@ -17,6 +17,7 @@ mod jwks_fetch;
 mod jws_keys;
 mod model;
 mod pages;
+mod policy;
 mod proxy_cert;
 mod state;
 mod store;

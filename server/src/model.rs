@@ -102,6 +102,10 @@ pub struct Client {
     /// The client's FAPI profile, or null.
     #[serde(default)]
     pub compliance_level: Option<ComplianceLevel>,
+    /// Seconds a pushed authorization request lives (below 600); unset: 30 for FAPI 2 levels,
+    /// the server's `par_lifetime_seconds` otherwise (`policy::Policy::par_lifetime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub par_request_expiry: Option<i64>,
     #[serde(default = "default_true")]
     pub oidc_conformant: bool,
 }
