@@ -1,0 +1,457 @@
+//! Complete FAPI flows, one per compliance level, with a client that shares no code with the
+//! server (issue 6): request objects, JWEs, assertions and certificates made with OpenSSL;
+//! every signature the server makes checked with jsonwebtoken against the served /jwks, every
+//! hash and thumbprint with OpenSSL's SHA-256.
+//!
+//! - FAPI 1 Advanced (both levels): PAR with a PS256 request object (nbf, exp), sign-in and
+//!   consent, the hybrid response `code id_token` in the fragment, the front-channel ID token
+//!   as a detached signature (c_hash, s_hash, nonce), the token exchange with a
+//!   certificate-bound access token, /userinfo with the certificate. Once more with the request
+//!   object encrypted (RSA-OAEP, A256GCM) to the server's `use: enc` key.
+//! - FAPI 2.0 Security Profile (both levels): the code flow through PAR with redirect_uri, `iss`
+//!   in the response, a certificate-bound access token.
+//! - Request objects with a defect: each is `invalid_request_object` at PAR.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+#[path = "common/fapi.rs"]
+mod fapi;
+
+use common::*;
+use fapi::*;
+use serde_json::{Value, json};
+
+/// The server's default PAR lifetime (config `par_lifetime_seconds`).
+const SERVER_PAR_LIFETIME: i64 = 60;
+
+fn str_claim<'a>(claims: &'a Value, name: &str) -> &'a str {
+    claims[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {name} in {claims}"))
+}
+
+/// The checks every level's flow ends with: the token response, the ID token, the bound
+/// access token, /userinfo with and without the certificate. `front_sub`: the front-channel
+/// ID token's subject (FAPI 1).
+fn token_exchange(fapi: &Fapi, client: &FapiClient, flow: &Flow, front_sub: Option<&str>) {
+    let server = &fapi.server;
+    let state = flow.request.param("state").unwrap();
+    let nonce = flow.request.param("nonce").unwrap();
+
+    let r = redeem(fapi, client, flow);
+    assert_eq!(r.status, 200, "token: {}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let t = r.json();
+    assert!(
+        t["token_type"]
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("bearer")),
+        "{t}"
+    );
+    let access = str_claim(&t, "access_token");
+    assert!(t["refresh_token"].is_string(), "{t}");
+
+    // The access token (RFC 9068), bound to the certificate the client presented (RFC 8705
+    // §3.1), on every level.
+    let at = verify_jwt(server, access, &server.issuer(), Some("at+jwt")).unwrap();
+    assert_eq!(at["client_id"], client.id.as_str());
+    assert_eq!(at["scope"], FLOW_SCOPE, "only the request object's scope");
+    assert_eq!(
+        at["cnf"]["x5t#S256"],
+        x5t_s256(&client.cert).as_str(),
+        "certificate-bound: {at}"
+    );
+
+    // The ID token from the token endpoint.
+    let id = verify_jwt(server, str_claim(&t, "id_token"), &client.id, None).unwrap();
+    assert_eq!(id["nonce"], nonce);
+    assert_eq!(id["at_hash"], left_half_sha256(access).as_str());
+    assert_eq!(id["c_hash"], left_half_sha256(&flow.code).as_str());
+    if client.level.fapi1() {
+        assert_eq!(id["s_hash"], left_half_sha256(state).as_str(), "{id}");
+    } else {
+        assert!(id.get("s_hash").is_none(), "s_hash for FAPI 1 only: {id}");
+    }
+    assert!(id["auth_time"].is_i64(), "{id}");
+    let sub = str_claim(&id, "sub").to_owned();
+    if let Some(front) = front_sub {
+        assert_eq!(sub, front, "the same subject front and back");
+    }
+    assert_eq!(at["sub"], sub.as_str());
+
+    // /userinfo with the certificate on the mTLS alias: the claims, updated_at a number.
+    let u = userinfo(fapi, client, access, TokenIn::Header, &[]);
+    assert_eq!(u.status, 200, "userinfo: {}", u.body);
+    let info = u.json();
+    assert_eq!(info["sub"], sub.as_str());
+    assert_eq!(info["email"], "alice@example.com");
+    assert!(info["updated_at"].is_i64(), "{info}");
+    // Without the certificate, or with another one: the bound token is refused.
+    let r = send(
+        server.port,
+        "GET",
+        "/userinfo",
+        &[("Authorization".into(), format!("Bearer {access}"))],
+        None,
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let (other, other_key) = certificate("someone else", None, false);
+    let r = send(
+        server.mtls_port,
+        "GET",
+        "/userinfo",
+        &[("Authorization".into(), format!("Bearer {access}"))],
+        None,
+        Some((&other, &other_key)),
+    );
+    assert_eq!(
+        oauth_error(&r).map(|(s, e, _)| (s, e)),
+        Some((401, "invalid_token".to_owned())),
+        "{}",
+        r.body
+    );
+}
+
+/// The hybrid response (FAPI 1 Advanced §5.2.2.1, OpenID Connect Core §3.3.2.5): everything in
+/// the fragment, and the front-channel ID token a detached signature over code and state.
+/// Returns its subject.
+fn check_hybrid_response(fapi: &Fapi, client: &FapiClient, flow: &Flow) -> String {
+    let server = &fapi.server;
+    let cb = &flow.callback;
+    let state = flow.request.param("state").unwrap();
+    let nonce = flow.request.param("nonce").unwrap();
+    assert!(cb.query.is_empty(), "nothing in the query: {}", cb.location);
+    assert_eq!(cb.in_fragment("state"), Some(state), "the request object's state");
+    assert_eq!(cb.in_fragment("iss"), Some(server.issuer().as_str()));
+    let id_token = cb
+        .in_fragment("id_token")
+        .unwrap_or_else(|| panic!("no id_token in {}", cb.location));
+    let id = verify_jwt(server, id_token, &client.id, None).unwrap();
+    assert_eq!(id["nonce"], nonce, "the request object's nonce");
+    assert_eq!(id["c_hash"], left_half_sha256(&flow.code).as_str(), "{id}");
+    assert_eq!(id["s_hash"], left_half_sha256(state).as_str(), "{id}");
+    assert!(id["auth_time"].is_i64() && id["iat"].is_i64(), "{id}");
+    assert!(id["acr"].is_string(), "{id}");
+    str_claim(&id, "sub").to_owned()
+}
+
+fn fapi1_flow(level: Level, encrypt: bool) {
+    let fapi = Fapi::start("");
+    let server = &fapi.server;
+    let client = fapi.client(level, level.method().unwrap());
+    let mut browser = Browser::new(server);
+
+    let mut request = AuthzRequest::for_client(server, &client);
+    assert_eq!(request.carry, Carry::Signed(JwsAlg::Ps256));
+    assert_eq!(request.param("response_type"), Some("code id_token"));
+    // Parameters beside the request object are not taken (RFC 9101 §5, FAPI 1 Advanced
+    // §5.2.2 item 10): the flow must carry the object's state, nonce and scope.
+    request.outer = pairs(&[
+        ("state", "outer-state"),
+        ("nonce", "outer-nonce"),
+        ("scope", "openid accounts"),
+    ]);
+    if encrypt {
+        let key = encryption_key(server);
+        request.encrypt = Some((key, KeyWrap::RsaOaep, ContentEnc::A256Gcm));
+        let compact = request.request_object(&client, JwsAlg::Ps256);
+        assert_eq!(compact.split('.').count(), 5, "a compact JWE");
+    }
+    let flow = front_channel(&fapi, &mut browser, &client, request).unwrap();
+    assert_eq!(flow.expires_in, SERVER_PAR_LIFETIME);
+    let sub = check_hybrid_response(&fapi, &client, &flow);
+    token_exchange(&fapi, &client, &flow, Some(&sub));
+    certificate_required_at_token(&fapi, &client, &mut browser);
+}
+
+fn fapi2_flow(level: Level) {
+    let fapi = Fapi::start("");
+    let server = &fapi.server;
+    let client = fapi.client(level, level.method().unwrap());
+    let mut browser = Browser::new(server);
+
+    let request = AuthzRequest::for_client(server, &client);
+    assert_eq!(request.carry, Carry::Plain);
+    assert_eq!(request.param("response_type"), Some("code"));
+    assert_eq!(request.param("redirect_uri"), Some(REDIRECT_URI));
+    let state = request.param("state").unwrap().to_owned();
+    let flow = front_channel(&fapi, &mut browser, &client, request).unwrap();
+    assert_eq!(flow.expires_in, 30, "FAPI 2: PAR expiry 30 s by default");
+    let cb = &flow.callback;
+    assert!(cb.fragment.is_empty(), "{}", cb.location);
+    assert_eq!(cb.in_query("state"), Some(state.as_str()));
+    assert_eq!(
+        cb.in_query("iss"),
+        Some(server.issuer().as_str()),
+        "RFC 9207 iss"
+    );
+    assert!(cb.in_query("id_token").is_none(), "{}", cb.location);
+    token_exchange(&fapi, &client, &flow, None);
+    certificate_required_at_token(&fapi, &client, &mut browser);
+}
+
+/// On every level tokens are bound: a token request without a client certificate is refused
+/// (private_key_jwt: 400 invalid_request; mTLS clients cannot even authenticate: 401).
+fn certificate_required_at_token(fapi: &Fapi, client: &FapiClient, browser: &mut Browser) {
+    let request = AuthzRequest::for_client(&fapi.server, client);
+    let flow = front_channel(fapi, browser, client, request).unwrap();
+    let mut body = pairs(&[
+        ("grant_type", "authorization_code"),
+        ("code", &flow.code),
+        ("redirect_uri", &client.redirect_uri),
+        ("code_verifier", &flow.request.pkce.verifier),
+    ]);
+    body.extend(client.auth_pairs(&fapi.server, None));
+    let r = post_pairs(fapi.server.port, "/token", &body, &[], None);
+    let want = match client.method {
+        Method::PrivateKeyJwt => (400, "invalid_request".to_owned()),
+        _ => (401, "invalid_client".to_owned()),
+    };
+    assert_eq!(
+        oauth_error(&r).map(|(s, e, _)| (s, e)),
+        Some(want),
+        "token request without a certificate: {}",
+        r.body
+    );
+}
+
+#[test]
+fn fapi1_adv_pkj_par_hybrid_flow() {
+    fapi1_flow(Level::Fapi1AdvPkjPar, false);
+}
+
+#[test]
+fn fapi1_adv_mtls_par_hybrid_flow() {
+    fapi1_flow(Level::Fapi1AdvMtlsPar, false);
+}
+
+#[test]
+fn fapi1_adv_pkj_par_hybrid_flow_with_an_encrypted_request_object() {
+    fapi1_flow(Level::Fapi1AdvPkjPar, true);
+}
+
+#[test]
+fn fapi2_sp_pkj_mtls_code_flow() {
+    fapi2_flow(Level::Fapi2SpPkjMtls);
+}
+
+#[test]
+fn fapi2_sp_mtls_mtls_code_flow() {
+    fapi2_flow(Level::Fapi2SpMtlsMtls);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request-object defects.
+
+type Defect = (&'static str, fn(&mut AuthzRequest));
+
+/// Each is a FAPI 1 request object with one thing wrong.
+const SIGNED_DEFECTS: &[Defect] = &[
+    ("missing exp", |r| {
+        r.ro.remove("exp");
+    }),
+    ("exp more than 60 minutes after nbf", |r| {
+        let t = now();
+        r.ro.insert("nbf".into(), json!(t));
+        r.ro.insert("exp".into(), json!(t + 3660));
+    }),
+    ("missing nbf", |r| {
+        r.ro.remove("nbf");
+    }),
+    ("nbf more than 60 minutes in the past", |r| {
+        r.ro.insert("nbf".into(), json!(now() - 3660));
+        r.ro.insert("exp".into(), json!(now() + 60));
+    }),
+    ("expired", |r| {
+        r.ro.insert("nbf".into(), json!(now() - 1200));
+        r.ro.insert("exp".into(), json!(now() - 600));
+    }),
+    ("not yet valid", |r| {
+        r.ro.insert("nbf".into(), json!(now() + 600));
+        r.ro.insert("exp".into(), json!(now() + 900));
+    }),
+    ("wrong aud", |r| {
+        r.ro.insert("aud".into(), json!("https://elsewhere.example"));
+    }),
+    ("aud the PAR endpoint, not the issuer", |r| {
+        let aud = format!("{}/par", r.issuer);
+        r.ro.insert("aud".into(), json!(aud));
+    }),
+    ("missing aud", |r| {
+        r.ro.remove("aud");
+    }),
+    ("wrong iss", |r| {
+        r.ro.insert("iss".into(), json!("someone-else"));
+    }),
+    ("client_id claim of another client", |r| {
+        r.set("client_id", "someone-else");
+    }),
+    ("RS256", |r| r.carry = Carry::Signed(JwsAlg::Rs256)),
+    ("ES256 (FAPI 1: PS256 only)", |r| {
+        r.carry = Carry::Signed(JwsAlg::Es256)
+    }),
+    ("HS256 keyed with the client's public key", |r| {
+        r.carry = Carry::Signed(JwsAlg::Hs256)
+    }),
+    ("alg none", |r| r.carry = Carry::Signed(JwsAlg::None)),
+    ("unknown kid", |r| r.kid = Some("no-such-key".into())),
+    ("bad signature", |r| r.mangle = Some(|s| tamper(s, 2))),
+    ("a payload changed after signing", |r| {
+        r.mangle = Some(|s| tamper(s, 1))
+    }),
+    ("request_uri inside the request object", |r| {
+        r.set("request_uri", "urn:ietf:params:oauth:request_uri:abc")
+    }),
+];
+
+/// Each is a FAPI 1 request object, well signed, encrypted to the server's key, with one thing
+/// wrong in the JWE.
+const ENCRYPTED_DEFECTS: &[Defect] = &[
+    ("tampered ciphertext", |r| r.mangle = Some(|s| tamper(s, 3))),
+    ("tampered authentication tag", |r| {
+        r.mangle = Some(|s| tamper(s, 4))
+    }),
+    ("tampered encrypted key", |r| r.mangle = Some(|s| tamper(s, 1))),
+    ("tampered initialisation vector", |r| {
+        r.mangle = Some(|s| tamper(s, 2))
+    }),
+    ("an unknown kid", |r| {
+        if let Some((k, _, _)) = r.encrypt.as_mut() {
+            k.kid = "no-such-encryption-key".into();
+        }
+    }),
+    ("an inner JWS signed RS256", |r| {
+        r.carry = Carry::Signed(JwsAlg::Rs256)
+    }),
+];
+
+fn par_outcome(r: &Response) -> Option<(u16, String)> {
+    if r.status == 201 {
+        return Some((201, String::new()));
+    }
+    oauth_error(r).map(|(s, e, _)| (s, e))
+}
+
+#[test]
+fn request_object_defects_are_invalid_request_object() {
+    let mut fapi = Fapi::start("");
+    let client = fapi.client(Level::Fapi1AdvPkjPar, Method::PrivateKeyJwt);
+    let refused = Some((400, "invalid_request_object".to_owned()));
+    let accepted = Some((201, String::new()));
+    let mut failures = Vec::new();
+
+    let mut check = |fapi: &Fapi, what: &str, edit: &dyn Fn(&mut AuthzRequest), want| {
+        let mut r = AuthzRequest::for_client(&fapi.server, &client);
+        edit(&mut r);
+        let resp = r.push(&fapi.server, &client);
+        let got = par_outcome(&resp);
+        if got != want {
+            failures.push(format!(
+                "{what}: expected {want:?}, got {} {}",
+                resp.status, resp.body
+            ));
+        }
+    };
+
+    // The controls: the same request objects without the defect.
+    check(&fapi, "control: signed", &|_| {}, accepted.clone());
+    let key = encryption_key(&fapi.server);
+    let encrypted = |r: &mut AuthzRequest, key: &EncKey, content| {
+        r.encrypt = Some((key.clone(), KeyWrap::RsaOaep, content));
+    };
+    check(
+        &fapi,
+        "control: encrypted RSA-OAEP A256GCM",
+        &|r| encrypted(r, &key, ContentEnc::A256Gcm),
+        accepted.clone(),
+    );
+    check(
+        &fapi,
+        "control: encrypted RSA-OAEP A128CBC-HS256",
+        &|r| encrypted(r, &key, ContentEnc::A128CbcHs256),
+        accepted.clone(),
+    );
+    let wraps = discovery(&fapi.server)["request_object_encryption_alg_values_supported"].clone();
+    if wraps
+        .as_array()
+        .is_some_and(|a| a.iter().any(|w| w == "RSA-OAEP-256"))
+    {
+        check(
+            &fapi,
+            "control: encrypted RSA-OAEP-256 A256GCM",
+            &|r| r.encrypt = Some((key.clone(), KeyWrap::RsaOaep256, ContentEnc::A256Gcm)),
+            accepted.clone(),
+        );
+    }
+
+    for (what, edit) in SIGNED_DEFECTS {
+        check(&fapi, what, edit, refused.clone());
+    }
+    for (what, edit) in ENCRYPTED_DEFECTS {
+        check(
+            &fapi,
+            &format!("encrypted, {what}"),
+            &|r| {
+                encrypted(r, &key, ContentEnc::A256Gcm);
+                edit(r);
+            },
+            refused.clone(),
+        );
+    }
+
+    // Encrypted to a retired key: the request_object_decryption key is rotated in an emergency
+    // (the old key is withdrawn at once); the server is restarted so that it sees it now rather
+    // than at its next key refresh.
+    let out = fapi.server.cli(
+        &[
+            "keys",
+            "rotate",
+            "--purpose",
+            "request_object_decryption",
+            "--emergency",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "keys rotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fapi.server.restart();
+    let new_key = encryption_key(&fapi.server);
+    assert_ne!(new_key.kid, key.kid, "a new encryption key is served");
+    let jwks = served_jwks(&fapi.server);
+    assert!(
+        !jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == key.kid.as_str()),
+        "the retired key is no longer served: {jwks}"
+    );
+    check(
+        &fapi,
+        "control: encrypted to the new key",
+        &|r| encrypted(r, &new_key, ContentEnc::A256Gcm),
+        accepted.clone(),
+    );
+    check(
+        &fapi,
+        "encrypted to the retired key",
+        &|r| encrypted(r, &key, ContentEnc::A256Gcm),
+        refused.clone(),
+    );
+
+    assert!(
+        failures.is_empty(),
+        "{} request objects were not answered as expected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
