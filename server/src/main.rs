@@ -10,6 +10,7 @@ mod client_cache;
 mod config;
 mod endpoints;
 mod error;
+mod fapi_headers;
 mod form;
 mod grants;
 mod issue;

@@ -828,11 +828,14 @@ fn plain_authorization_requests_error_pages_and_discovery() {
         d["mtls_endpoint_aliases"]["pushed_authorization_request_endpoint"],
         format!("https://localhost:{}/par", server.mtls_port)
     );
-    assert_eq!(d["response_types_supported"], json!(["code"]));
+    assert_eq!(
+        d["response_types_supported"],
+        json!(["code", "code id_token"])
+    );
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
     assert_eq!(d["request_uri_parameter_supported"], false);
-    assert_eq!(d["request_parameter_supported"], false);
+    assert_eq!(d["request_parameter_supported"], true);
     assert_eq!(
         d["scopes_supported"],
         json!([

@@ -53,6 +53,8 @@ pub struct ClientAssertionCheck<'a> {
     pub assertion: &'a str,
     /// Values `aud` may name (the issuer identifier, the endpoint URLs): one must be in `aud`.
     pub accepted_audiences: &'a [String],
+    /// FAPI 2.0 Security Profile §5.3.2.1 item 8: `aud` must be a single string, not an array.
+    pub aud_string_only: bool,
     pub now: i64,
     /// How far beyond `now` `exp` may lie (e.g. 300 s).
     pub max_lifetime: i64,
@@ -388,6 +390,13 @@ impl ClientAssertionCheck<'_> {
         let audiences: Vec<&str> = match claims.get("aud") {
             None => return Err(fail("client assertion has no aud")),
             Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(_)) if self.aud_string_only => {
+                return Err(fail(format!(
+                    "client assertion aud must be the issuer identifier as a string ({:?}), \
+                     not an array, under the configured compliance level",
+                    self.accepted_audiences.join(" ")
+                )));
+            }
             Some(Value::Array(items)) => {
                 let mut v = Vec::with_capacity(items.len());
                 for item in items {
