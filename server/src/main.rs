@@ -7,6 +7,7 @@ mod bearer;
 mod cli;
 mod client_auth;
 mod client_cache;
+mod client_jws;
 mod config;
 mod endpoints;
 mod error;
