@@ -20,6 +20,7 @@ mod model;
 mod pages;
 mod policy;
 mod proxy_cert;
+mod request_object;
 mod state;
 mod store;
 mod tls_edge;
