@@ -200,9 +200,11 @@ pub fn validate(
             "client_id is not the authenticated client",
         ));
     }
+    // The endpoints open a request object before they get here (`request_object::open`); one
+    // inside another is refused there.
     if params.get("request").is_some() {
-        return Err(OAuthError::invalid_request(
-            "request objects (RFC 9101) are not supported: send the parameters themselves",
+        return Err(OAuthError::invalid_request_object(
+            "a request object must not contain a request parameter",
         ));
     }
     if params.get("authorization_details").is_some() {
@@ -568,7 +570,6 @@ mod tests {
             ("claims", "{"),
             ("response_mode", "fragment"),
             ("client_id", "someone-else"),
-            ("request", "eyJ.eyJ.sig"),
         ] {
             assert_eq!(
                 code_of(parse(&c, &form(&[extra], &[]))),
@@ -576,6 +577,11 @@ mod tests {
                 "{extra:?}"
             );
         }
+        // What the endpoints pass here is already out of a request object; one inside it is not.
+        assert_eq!(
+            code_of(parse(&c, &form(&[("request", "eyJ.eyJ.sig")], &[]))),
+            "invalid_request_object"
+        );
         assert_eq!(
             code_of(parse(
                 &c,

@@ -51,10 +51,7 @@ pub fn kid_text(kid: Option<&str>) -> String {
 
 /// A NumericDate claim (RFC 7519 §2): a JSON number, fractions truncated. The error is the end
 /// of a sentence whose subject ("… claim exp") the caller writes.
-pub fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &str,
-) -> Result<Option<i64>, &'static str> {
+pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, &'static str> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -309,8 +306,8 @@ pub fn verify(input: &str, jwk: &Map<String, Value>, alg: Alg) -> Result<Vec<u8>
     jwk.remove("kid");
     let verifier = crate::jws_keys::verifier(alg.name(), &jwk, |jwk| alg.verifier(jwk))
         .map_err(|_| BadSignature::UnusableKey)?;
-    let (payload, _header) = josekit::jws::deserialize_compact(input, verifier.as_ref())
-        .map_err(|e| match e {
+    let (payload, _header) =
+        josekit::jws::deserialize_compact(input, verifier.as_ref()).map_err(|e| match e {
             josekit::JoseError::InvalidSignature(_) => BadSignature::Invalid,
             _ => BadSignature::Malformed,
         })?;

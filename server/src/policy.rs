@@ -34,9 +34,6 @@
 //! defines (`crate::error::ErrorCode`), so the "only standard error codes" row holds for all.
 //! On every level, access tokens are certificate-bound (RFC 8705, `cnf.x5t#S256`).
 
-// Wired in step by step (issue 6); remove once every row is enforced.
-#![allow(dead_code)]
-
 use crate::model::{AuthMethod, Client, ComplianceLevel};
 
 /// The seed's error for an authorization request that did not come through PAR.
@@ -130,10 +127,6 @@ impl Policy {
         Policy {
             level: client.compliance_level,
         }
-    }
-
-    pub fn level(self) -> Option<ComplianceLevel> {
-        self.level
     }
 
     fn profile(self) -> Option<Profile> {
@@ -294,10 +287,7 @@ pub fn redirect_uri_matches(pattern: &str, uri: &str, wildcards_allowed: bool) -
     let Some((before, after)) = pattern.split_once("://*.") else {
         return false;
     };
-    let Some(rest) = uri
-        .strip_prefix(before)
-        .and_then(|r| r.strip_prefix("://"))
-    else {
+    let Some(rest) = uri.strip_prefix(before).and_then(|r| r.strip_prefix("://")) else {
         return false;
     };
     let Some(dot) = rest.find('.') else {
@@ -340,7 +330,11 @@ mod tests {
         assert!(!redirect_uri_matches(p, "https://.example.com/cb", true));
         assert!(!redirect_uri_matches(p, "https://example.com/cb", true));
         assert!(!redirect_uri_matches(p, "https://a.example.com/cb/x", true));
-        assert!(!redirect_uri_matches(p, "https://evil.com/x.example.com/cb", true));
+        assert!(!redirect_uri_matches(
+            p,
+            "https://evil.com/x.example.com/cb",
+            true
+        ));
         assert!(!redirect_uri_matches(p, "http://a.example.com/cb", true));
         assert!(redirect_uri_matches(
             "https://rp.example/cb",

@@ -21,9 +21,6 @@
 //! The caller takes every authorization parameter from the returned form and none from beside
 //! the request object (RFC 9101 §5, FAPI 1 Advanced §5.2.2 item 10).
 
-// Wired into PAR and /authorize by the next commits; remove then.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 
 use base64::Engine as _;
@@ -122,7 +119,9 @@ async fn decrypt(state: &AppState, jwe: &str) -> Result<String, OAuthError> {
              parts): a request object must be signed, then encrypted",
         )
     };
-    let jws = std::str::from_utf8(&plaintext).map_err(|_| not_a_jws())?.trim();
+    let jws = std::str::from_utf8(&plaintext)
+        .map_err(|_| not_a_jws())?
+        .trim();
     if jws.split('.').count() != 3 || jws.starts_with('{') {
         return Err(not_a_jws());
     }
@@ -261,9 +260,7 @@ fn check_claims(
     let client_id = client.client_id.as_str();
     match claims.get("iss") {
         None => {
-            return Err(fail(
-                "request object has no iss; it must be the client_id",
-            ));
+            return Err(fail("request object has no iss; it must be the client_id"));
         }
         Some(Value::String(v)) if v == client_id => {}
         Some(Value::String(v)) => {
@@ -274,9 +271,7 @@ fn check_claims(
             )));
         }
         Some(_) => {
-            return Err(fail(
-                "request object iss must be a string: the client_id",
-            ));
+            return Err(fail("request object iss must be a string: the client_id"));
         }
     }
     match claims.get("client_id") {
@@ -478,12 +473,9 @@ mod tests {
         static HSM: OnceLock<Hsm> = OnceLock::new();
         HSM.get_or_init(|| {
             let t = strongroom_testkit::process_token("request-object-test");
-            let token = Token::open_with_pin(
-                &t.module,
-                &t.label,
-                Pin::new(strongroom_testkit::USER_PIN),
-            )
-            .unwrap();
+            let token =
+                Token::open_with_pin(&t.module, &t.label, Pin::new(strongroom_testkit::USER_PIN))
+                    .unwrap();
             let pool = Arc::new(SigningPool::start(&token, PoolConfig::with_workers(1)).unwrap());
             Hsm { token, pool }
         })
@@ -529,7 +521,9 @@ mod tests {
                 .unwrap()
                 .kid
                 .clone();
-            enc.into_iter().find(|k| k["kid"] == active.as_str()).unwrap()
+            enc.into_iter()
+                .find(|k| k["kid"] == active.as_str())
+                .unwrap()
         }
     }
 
@@ -764,7 +758,10 @@ mod tests {
             ("scope", "openid accounts"),
             ("state", "st-1"),
             ("nonce", "no-1"),
-            ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
             ("code_challenge_method", "S256"),
             ("max_age", "300"),
             ("include_granted_scopes", "true"),
@@ -776,7 +773,10 @@ mod tests {
         assert!(!form.get("claims").unwrap().contains(' '), "compact JSON");
         let details: Value =
             serde_json::from_str(form.get("authorization_details").unwrap()).unwrap();
-        assert_eq!(details, json!([{"type": "payment_initiation", "amount": "10.00"}]));
+        assert_eq!(
+            details,
+            json!([{"type": "payment_initiation", "amount": "10.00"}])
+        );
         for jwt_claim in ["iss", "aud", "exp", "nbf", "iat", "jti", "ui_locales"] {
             assert_eq!(form.get(jwt_claim), None, "{jwt_claim}");
         }
@@ -814,8 +814,14 @@ mod tests {
             let d = refused(s.open(&rs256, rules).await, "alg 'RS256' is not accepted");
             assert!(d.contains("PS256"), "{d}");
             refused(s.open(&none, rules).await, "alg 'none' is not accepted");
-            refused(s.open(&none_signed, rules).await, "alg 'none' is not accepted");
-            refused(s.open(&hs256(&c), rules).await, "alg 'HS256' is not accepted");
+            refused(
+                s.open(&none_signed, rules).await,
+                "alg 'none' is not accepted",
+            );
+            refused(
+                s.open(&hs256(&c), rules).await,
+                "alg 'HS256' is not accepted",
+            );
         }
     }
 
@@ -837,14 +843,19 @@ mod tests {
         );
         // A good signature over other claims.
         let good = ps256(&c);
-        let forged = ps256(&with(c.clone(), "redirect_uri", json!("https://evil.example/cb")));
+        let forged = ps256(&with(
+            c.clone(),
+            "redirect_uri",
+            json!("https://evil.example/cb"),
+        ));
         let parts: Vec<&str> = good.split('.').collect();
         let payload = forged.split('.').nth(1).unwrap();
         let spliced = format!("{}.{payload}.{}", parts[0], parts[2]);
         refused(s.open(&spliced, FAPI1).await, "signature does not verify");
         // The ES256 kid under PS256: the key does not fit.
         refused(
-            s.open(&sign(A::PS256, Some("ec-1"), &k.rsa, &c), FAPI1).await,
+            s.open(&sign(A::PS256, Some("ec-1"), &k.rsa, &c), FAPI1)
+                .await,
             "cannot verify this PS256 request object",
         );
     }
@@ -854,13 +865,20 @@ mod tests {
         let s = server().await;
         refused(s.open("", FAPI2).await, "empty");
         refused(s.open("a.b", FAPI2).await, "2 dot-separated parts");
-        refused(s.open("{\"payload\": \"e30\"}", FAPI2).await, "JSON serialization");
-        refused(s.open("!!!.e30.AA", FAPI2).await, "header is not a base64url");
+        refused(
+            s.open("{\"payload\": \"e30\"}", FAPI2).await,
+            "JSON serialization",
+        );
+        refused(
+            s.open("!!!.e30.AA", FAPI2).await,
+            "header is not a base64url",
+        );
         let long = format!("{}.e30.AA", "A".repeat(MAX_REQUEST_OBJECT_LEN));
         refused(s.open(&long, FAPI2).await, "longer than 65536 bytes");
         let c = claims(s.now());
         refused(
-            s.open(&raw_jws(&json!({"kid": "rsa-1"}), &c, b"x"), FAPI2).await,
+            s.open(&raw_jws(&json!({"kid": "rsa-1"}), &c, b"x"), FAPI2)
+                .await,
             "has no alg",
         );
         refused(
@@ -873,7 +891,11 @@ mod tests {
         );
         refused(
             s.open(
-                &raw_jws(&json!({"alg": "PS256", "crit": ["b64"], "b64": false}), &c, b"x"),
+                &raw_jws(
+                    &json!({"alg": "PS256", "crit": ["b64"], "b64": false}),
+                    &c,
+                    b"x",
+                ),
                 FAPI2,
             )
             .await,
@@ -882,7 +904,9 @@ mod tests {
         // A payload that is not a JSON object, correctly signed.
         let ro = {
             use openssl::sign::{RsaPssSaltlen, Signer};
-            let h = b64(json!({"alg": "PS256", "kid": "rsa-1"}).to_string().as_bytes());
+            let h = b64(json!({"alg": "PS256", "kid": "rsa-1"})
+                .to_string()
+                .as_bytes());
             let p = b64(b"[1,2,3]");
             let mut signer = Signer::new(MessageDigest::sha256(), &keys().rsa).unwrap();
             signer.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
@@ -911,7 +935,10 @@ mod tests {
             "iss 'someone-else' is not the client_id 'client-123'",
         );
         refused(open(without(c.clone(), "iss")).await, "has no iss");
-        refused(open(with(c.clone(), "iss", json!(7))).await, "iss must be a string");
+        refused(
+            open(with(c.clone(), "iss", json!(7))).await,
+            "iss must be a string",
+        );
         refused(
             open(with(c.clone(), "aud", json!("https://elsewhere.example"))).await,
             "aud does not name this server: it must be the issuer https://as.example.com",
@@ -925,7 +952,10 @@ mod tests {
             "aud does not name this server",
         );
         refused(open(without(c.clone(), "aud")).await, "has no aud");
-        refused(open(with(c.clone(), "aud", json!([ISSUER, 3]))).await, "aud must be");
+        refused(
+            open(with(c.clone(), "aud", json!([ISSUER, 3]))).await,
+            "aud must be",
+        );
         has_the_parameters(
             &open(with(c.clone(), "aud", json!(["https://x", ISSUER])))
                 .await
@@ -975,20 +1005,33 @@ mod tests {
             open(with(c.clone(), "exp", json!(now - SKEW - 1)), FAPI2).await,
             "request object expired at",
         );
-        let long = with(with(c.clone(), "nbf", json!(now - 10)), "exp", json!(now + 3591));
-        refused(
-            open(long.clone(), FAPI1).await,
-            "is 3601 s after its nbf",
+        let long = with(
+            with(c.clone(), "nbf", json!(now - 10)),
+            "exp",
+            json!(now + 3591),
         );
+        refused(open(long.clone(), FAPI1).await, "is 3601 s after its nbf");
         has_the_parameters(&open(long, FAPI2).await.unwrap());
-        let exactly = with(with(c.clone(), "nbf", json!(now - 10)), "exp", json!(now + 3590));
+        let exactly = with(
+            with(c.clone(), "nbf", json!(now - 10)),
+            "exp",
+            json!(now + 3590),
+        );
         has_the_parameters(&open(exactly, FAPI1).await.unwrap());
         // nbf: missing, more than 60 minutes in the past, in the future (beyond the skew).
         refused(open(without(c.clone(), "nbf"), FAPI1).await, "has no nbf");
-        let old = with(with(c.clone(), "nbf", json!(now - 3601)), "exp", json!(now + 10));
+        let old = with(
+            with(c.clone(), "nbf", json!(now - 3601)),
+            "exp",
+            json!(now + 10),
+        );
         refused(open(old.clone(), FAPI1).await, "is 3601 s in the past");
         has_the_parameters(&open(old, FAPI2).await.unwrap());
-        let just = with(with(c.clone(), "nbf", json!(now - 3600)), "exp", json!(now - 1));
+        let just = with(
+            with(c.clone(), "nbf", json!(now - 3600)),
+            "exp",
+            json!(now - 1),
+        );
         has_the_parameters(&open(just, FAPI1).await.unwrap());
         for rules in [FAPI1, FAPI2] {
             refused(
@@ -997,7 +1040,11 @@ mod tests {
             );
         }
         // Within the skew: accepted.
-        let skewed = with(with(c.clone(), "nbf", json!(now + SKEW)), "exp", json!(now + 600));
+        let skewed = with(
+            with(c.clone(), "nbf", json!(now + SKEW)),
+            "exp",
+            json!(now + 600),
+        );
         has_the_parameters(&open(skewed, FAPI1).await.unwrap());
         // Never valid.
         let backwards = with(with(c.clone(), "nbf", json!(now)), "exp", json!(now - 1));
@@ -1099,7 +1146,12 @@ mod tests {
         let nested = jwe_to(&jwk, "A256GCM", json!({}), ps256(&c).as_bytes()).compact();
         let twice = jwe_to(&jwk, "A256GCM", json!({}), nested.as_bytes()).compact();
         refused(s.open(&twice, FAPI2).await, "does not hold a signed JWT");
-        let json_cty = jwe_to(&jwk, "A256GCM", json!({"cty": "json"}), ps256(&c).as_bytes());
+        let json_cty = jwe_to(
+            &jwk,
+            "A256GCM",
+            json!({"cty": "json"}),
+            ps256(&c).as_bytes(),
+        );
         refused(s.open(&json_cty.compact(), FAPI2).await, "cty 'json'");
     }
 
@@ -1206,7 +1258,10 @@ mod tests {
         c.jwks = None;
         let ro = ps256(&claims(s.now()));
         let r = open(&s.state, &c, &ro, FAPI2, s.now()).await;
-        refused(r, "cannot be verified: the client has registered neither jwks nor jwks_uri");
+        refused(
+            r,
+            "cannot be verified: the client has registered neither jwks nor jwks_uri",
+        );
     }
 
     /// A client's jwks_uri: the set a cache holds, and the one the client serves now.

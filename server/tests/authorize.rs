@@ -796,15 +796,18 @@ fn plain_authorization_requests_error_pages_and_discovery() {
             "unsupported_response_type",
         ),
         (vec![("scope", "openid admin")], "invalid_scope"),
-        (
-            vec![("request", "eyJhbGciOiJub25lIn0.e30.")],
-            "invalid_request",
-        ),
         (vec![("prompt", "none login")], "invalid_request"),
     ] {
         let resp = b.get(&query(&extra, &client_id));
         assert_eq!(rp.error_of(&resp, Some("plain-1")), expected, "{extra:?}");
     }
+    // A request object (RFC 9101) that does not verify: nothing in it is trusted, not even its
+    // redirect_uri, so a page.
+    b.get(&query(
+        &[("request", "eyJhbGciOiJub25lIn0.e30.")],
+        &client_id,
+    ))
+    .assert_error_page("invalid_request_object");
 
     // A client that must push: the plain request goes back as invalid_request.
     let (must_push, _) = register_web_client(

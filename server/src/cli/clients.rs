@@ -35,10 +35,15 @@ fn parse_level(s: &str) -> Result<Level, String> {
     if s == "none" {
         return Ok(Level(None));
     }
-    ComplianceLevel::parse(s).map(|l| Level(Some(l))).ok_or_else(|| {
-        let names: Vec<&str> = ComplianceLevel::ALL.iter().map(|l| l.as_str()).collect();
-        format!("unknown compliance level {s:?}: one of {}, or none", names.join(", "))
-    })
+    ComplianceLevel::parse(s)
+        .map(|l| Level(Some(l)))
+        .ok_or_else(|| {
+            let names: Vec<&str> = ComplianceLevel::ALL.iter().map(|l| l.as_str()).collect();
+            format!(
+                "unknown compliance level {s:?}: one of {}, or none",
+                names.join(", ")
+            )
+        })
 }
 
 pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {

@@ -46,6 +46,7 @@ use crate::form::{Form, MAX_FORM_BYTES};
 use crate::issue::{self, IdTokenRequest};
 use crate::model::Client;
 use crate::policy::Policy;
+use crate::request_object;
 use crate::state::AppState;
 use crate::store::{AuthorizationGrant, Interaction, SignedIn, StoreError};
 use cookies::{INTERACTION_COOKIE, SESSION_COOKIE, cookie, set_cookie};
@@ -128,6 +129,19 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
             request
         }
         None => {
+            // RFC 9101 §5: a request object by value; its parameters are the request. Until
+            // it has been verified nothing in it is trusted, so its errors are pages.
+            let from_object;
+            let params = match params.get("request") {
+                Some(jwt) if Policy::of(&client).par_required(&client).is_none() => {
+                    let rules = Policy::of(&client).request_object_rules();
+                    from_object = request_object::open(state, &client, jwt, rules, now)
+                        .await
+                        .map_err(page)?;
+                    &from_object
+                }
+                _ => params,
+            };
             let redirect_uri = authz_request::registered_redirect_uri(&client, params)?;
             let back = ToClient::new(
                 state,

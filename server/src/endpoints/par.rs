@@ -16,8 +16,9 @@ use serde_json::json;
 use crate::authz_request;
 use crate::endpoints::token::authenticate_client;
 use crate::error::{ErrorCode, OAuthError};
-use crate::policy::Policy;
 use crate::form::{Form, form_endpoint};
+use crate::policy::Policy;
+use crate::request_object;
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -59,7 +60,18 @@ async fn handle(
             "the configured compliance level requires a signed request object (request)",
         ));
     }
-    let request = authz_request::parse(&client, form)?;
+    // RFC 9101 §5 / RFC 9126 §3: with a request object, its parameters are the request and
+    // nothing sent beside it is used.
+    let from_object;
+    let params = match form.get("request") {
+        Some(jwt) => {
+            let rules = policy.request_object_rules();
+            from_object = request_object::open(state, &client, jwt, rules, state.now()).await?;
+            &from_object
+        }
+        None => form,
+    };
+    let request = authz_request::parse(&client, params)?;
     let json = request
         .to_json()
         .map_err(|_| OAuthError::server_error("the request could not be stored"))?;

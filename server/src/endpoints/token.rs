@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::http::HeaderMap;
 
 use crate::client_auth::{self, ClientAuthPolicy, ClientCredentials};
-use crate::fapi_headers;
-use crate::policy::{ClientAuth, Policy};
 use crate::error::{ErrorCode, OAuthError};
+use crate::fapi_headers;
 use crate::form::{Form, form_endpoint};
 use crate::grants;
 use crate::model::Client;
+use crate::policy::{ClientAuth, Policy};
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -44,8 +44,7 @@ async fn handle(
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<Response, OAuthError> {
-    let (client, authenticated) =
-        authenticate_client(state, conn, headers, form, "/token").await?;
+    let (client, authenticated) = authenticate_client(state, conn, headers, form, "/token").await?;
     match form.get("grant_type") {
         None => Err(OAuthError::invalid_request("grant_type is required")),
         Some("client_credentials") => {
