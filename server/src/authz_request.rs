@@ -263,6 +263,12 @@ pub fn validate(
     let (code_challenge, code_challenge_method) = checked_pkce(policy, params)?;
 
     let scope = checked_scope(client, params.get("scope").unwrap_or(""))?;
+    // OpenID Connect Core §3.3.2.1: the hybrid flow is an OpenID Connect request.
+    if hybrid && !scope.split_whitespace().any(|s| s == "openid") {
+        return Err(OAuthError::invalid_request(
+            "response_type=code id_token requires the openid scope",
+        ));
+    }
     let state = bounded(params, "state", MAX_STATE_LEN)?;
     let nonce = bounded(params, "nonce", MAX_STATE_LEN)?;
     // OpenID Connect Core §3.3.2.11: the front-channel ID token must carry a nonce.

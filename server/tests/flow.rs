@@ -1005,6 +1005,14 @@ fn authorization_code_and_par_negative_cases() {
         Some("client-key-1"),
     );
     assert_eq!(with_assertion(&once).status, 201);
+    // RFC 9126 section 2: PAR also accepts the token endpoint's URL and its own as aud.
+    for aud in [
+        format!("{}/token", server.issuer()),
+        format!("{}/par", server.issuer()),
+    ] {
+        let other = sign_assertion(key, claims(&aud, now() + 60), ps256, Some("client-key-1"));
+        assert_eq!(with_assertion(&other).status, 201, "aud {aud}");
+    }
     let expired = sign_assertion(
         key,
         claims(&server.issuer(), now() - 120),

@@ -109,17 +109,22 @@ pub async fn authenticate_client(
         fapi_headers::validate(headers)?;
     }
     let now = state.now();
-    // FAPI 2.0 Security Profile §5.3.2.1: the issuer only. Otherwise also the endpoint's URL
-    // on either listener (RFC 7523 §3; FAPI 1 Advanced §5.2.2 item 15 allows the token
-    // endpoint's URL; PAR's, RFC 9126 §2).
+    // FAPI 2.0 Security Profile §5.3.2.1: the issuer only. Otherwise also the token endpoint's
+    // URL and the URL of the endpoint that received the assertion, on either listener (RFC 7523
+    // §3, RFC 9126 §2, FAPI 1 Advanced §5.2.2 item 15).
     let audiences: Vec<String> = if level.assertion_aud_is_issuer_only() {
         vec![state.issuer.clone()]
     } else {
-        vec![
-            state.issuer.clone(),
-            format!("{}{endpoint}", state.issuer),
-            format!("{}{endpoint}", state.mtls_base_url),
-        ]
+        let mut a = vec![state.issuer.clone()];
+        for path in ["/token", endpoint] {
+            for base in [&state.issuer, &state.mtls_base_url] {
+                let url = format!("{base}{path}");
+                if !a.contains(&url) {
+                    a.push(url);
+                }
+            }
+        }
+        a
     };
     let chain = conn.peer_certificates.as_deref();
     let credentials = ClientCredentials {
