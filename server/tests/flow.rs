@@ -1133,3 +1133,60 @@ fn expired_request_uri_and_expired_code() {
     let r = redeem(&server, &client, &code, &p.verifier);
     assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
 }
+
+/// FAPI 2.0 Security Profile §5.3.2.1 item 10: a client of a FAPI 2 level keeps its refresh
+/// token (no rotation, so a lost response can be retried); a client without a level has it
+/// rotated (the full flows above), and its replay revokes the grant.
+#[test]
+fn fapi2_clients_keep_their_refresh_token() {
+    let (server, ca) = start_server("");
+    let mgmt = management_token(&server);
+    let client = mtls_client(&server, &mgmt, &ca, "fapi2-client");
+    let r = json_request(
+        server.port,
+        "PATCH",
+        &format!("/api/v2/clients/{}", client.id),
+        &mgmt,
+        &json!({"compliance_level": "fapi2_sp_mtls_mtls"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["compliance_level"], "fapi2_sp_mtls_mtls");
+
+    let mut browser = Browser::new(&server);
+    let pkce = pkce();
+    let code = authorization_code(&server, &mut browser, &client, &pkce, "n");
+    let r = redeem(&server, &client, &code, &pkce.verifier);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    let mut access_tokens = Vec::new();
+    for _ in 0..2 {
+        let r = client.post(
+            &server,
+            "/token",
+            &format!("grant_type=refresh_token&refresh_token={}", enc(&refresh)),
+        );
+        assert_eq!(r.status, 200, "refresh: {}", r.body);
+        let body = r.json();
+        assert!(body.get("refresh_token").is_none(), "{body}");
+        let access = body["access_token"].as_str().unwrap().to_owned();
+        let at = verify_jwt(&server, &access, &server.issuer(), Some("at+jwt"));
+        let Auth::Mtls(cert, _) = &client.auth else {
+            unreachable!()
+        };
+        assert_eq!(at["cnf"]["x5t#S256"], thumbprint(cert).as_str());
+        access_tokens.push(access);
+    }
+    // Revoking it still takes the grant down.
+    let r = client.post(&server, "/revoke", &format!("token={}", enc(&refresh)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for t in &access_tokens {
+        let i = client.post(&server, "/introspect", &format!("token={t}"));
+        assert_eq!(i.json()["active"], false, "{}", i.body);
+    }
+    let r = client.post(
+        &server,
+        "/token",
+        &format!("grant_type=refresh_token&refresh_token={}", enc(&refresh)),
+    );
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+}
