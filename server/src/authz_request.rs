@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
 use crate::model::Client;
+use crate::policy::{self, Policy};
 
 /// Longest `state` and `nonce` accepted: they come back in URLs and tokens.
 pub const MAX_STATE_LEN: usize = 512;
@@ -19,6 +20,10 @@ pub const MAX_STATE_LEN: usize = 512;
 const MAX_HINT_LEN: usize = 512;
 /// A base64url SHA-256 digest without padding (RFC 7636 §4.2, S256) is exactly this long.
 const S256_CHALLENGE_LEN: usize = 43;
+/// The hybrid response type (OpenID Connect Core §3.3).
+pub const HYBRID: &str = "code id_token";
+/// The response types this server implements.
+pub const SUPPORTED_RESPONSE_TYPES: [&str; 2] = ["code", HYBRID];
 
 /// The scopes any client may ask for without registering a `scope` (OpenID Connect Core §5.4,
 /// §11): each of §5.4's releases claims at /userinfo (`userinfo::SCOPE_CLAIMS`). A client that
@@ -63,9 +68,10 @@ impl Prompt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuthorizationRequest {
     pub client_id: String,
-    /// Always `code`.
+    /// `code`, or `code id_token` (the hybrid flow: the response in the fragment, with an ID
+    /// token as a detached signature).
     pub response_type: String,
-    /// One of the client's registered redirect URIs, exactly.
+    /// One of the client's registered redirect URIs (exactly, or matching its wildcard).
     pub redirect_uri: String,
     /// Space-separated, each scope once, in the order asked.
     pub scope: String,
@@ -73,9 +79,11 @@ pub struct AuthorizationRequest {
     pub state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
-    /// RFC 7636: required, S256 only.
-    pub code_challenge: String,
-    pub code_challenge_method: String,
+    /// RFC 7636, S256 only; required on every compliance level, optional otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_challenge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_challenge_method: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompt: Vec<Prompt>,
     /// Seconds since the last authentication beyond which the user must sign in again.
@@ -86,7 +94,7 @@ pub struct AuthorizationRequest {
     /// The OpenID Connect `claims` parameter (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<serde_json::Value>,
-    /// Absent or `query` (the only mode of the code response here).
+    /// `query` for `code`, `fragment` for `code id_token` (absent: that default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +108,16 @@ impl AuthorizationRequest {
 
     pub fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(value)
+    }
+
+    /// `response_type=code id_token`: the front channel carries an ID token too.
+    pub fn is_hybrid(&self) -> bool {
+        self.response_type == HYBRID
+    }
+
+    /// Whether the response goes in the URL fragment rather than the query.
+    pub fn in_fragment(&self) -> bool {
+        self.is_hybrid() || self.response_mode.as_deref() == Some("fragment")
     }
 
     pub fn has_prompt(&self, p: Prompt) -> bool {
@@ -119,26 +137,45 @@ pub fn parse(client: &Client, params: &Form) -> Result<AuthorizationRequest, OAu
 
 /// The request's `redirect_uri`, if it is one the client registered ([`ensure_registered`]).
 /// `invalid_request` otherwise: until this succeeds, errors must be shown to the user, never
-/// sent to the URI.
+/// sent to the URI. Absent, it is the client's only registered URI (RFC 6749 §3.1.2.3), unless
+/// the client's level requires it (FAPI 2: at PAR).
 pub fn registered_redirect_uri(client: &Client, params: &Form) -> Result<String, OAuthError> {
-    let uri = params
-        .get("redirect_uri")
-        .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    let Some(uri) = params.get("redirect_uri") else {
+        let policy = Policy::of(client);
+        return match client.redirect_uris.as_slice() {
+            [only] if !policy.redirect_uri_required_at_par() && !policy::is_wildcard(only) => {
+                Ok(only.clone())
+            }
+            _ => Err(OAuthError::invalid_request("redirect_uri is required")),
+        };
+    };
     ensure_registered(client, uri)?;
     Ok(uri.to_owned())
 }
 
-/// The one check that a redirect_uri is the client's: exactly (string comparison, no
-/// wildcards, RFC 9700 §4.1.3) one it registered. `/authorize` runs it again on a pushed or
-/// stored request, since the client's registration may have changed since.
+/// The one check that a redirect_uri is the client's: one it registered, by exact string
+/// comparison (RFC 9700 §4.1.3), or matching a registered `https://*.host/path` where the
+/// client's level allows wildcards (`policy::redirect_uri_matches`). `/authorize` runs it again
+/// on a pushed or stored request, since the client's registration may have changed since.
 pub fn ensure_registered(client: &Client, uri: &str) -> Result<(), OAuthError> {
-    if client.redirect_uris.iter().any(|r| r == uri) {
+    let wildcards = Policy::of(client).wildcard_callbacks_allowed();
+    if client
+        .redirect_uris
+        .iter()
+        .any(|r| policy::redirect_uri_matches(r, uri, wildcards))
+    {
         Ok(())
     } else {
         Err(OAuthError::invalid_request(
             "redirect_uri is not one of the client's registered redirect URIs",
         ))
     }
+}
+
+/// Whether a request not yet validated asks for its response in the fragment (so that its
+/// errors go there too).
+pub fn wants_fragment(params: &Form) -> bool {
+    params.get("response_type") == Some(HYBRID) || params.get("response_mode") == Some("fragment")
 }
 
 /// The `state` to send back with an error, when it is within limits.
@@ -163,9 +200,11 @@ pub fn validate(
             "client_id is not the authenticated client",
         ));
     }
+    // The endpoints open a request object before they get here (`request_object::open`); one
+    // inside another is refused there.
     if params.get("request").is_some() {
-        return Err(OAuthError::invalid_request(
-            "request objects (RFC 9101) are not supported: send the parameters themselves",
+        return Err(OAuthError::invalid_request_object(
+            "a request object must not contain a request parameter",
         ));
     }
     if params.get("authorization_details").is_some() {
@@ -175,14 +214,27 @@ pub fn validate(
         ));
     }
 
+    let policy = Policy::of(client);
     let response_type = params
         .get("response_type")
         .ok_or_else(|| OAuthError::invalid_request("response_type is required"))?;
-    if response_type != "code" || !client.response_types.iter().any(|r| r == "code") {
-        return Err(bad(
-            ErrorCode::UnsupportedResponseType,
-            "only response_type=code is supported for this client",
-        ));
+    let allowed = match policy.response_types() {
+        Some(level) => level.contains(&response_type),
+        None => client.response_types.iter().any(|r| r == response_type),
+    };
+    if !allowed || !SUPPORTED_RESPONSE_TYPES.contains(&response_type) {
+        let why = match policy.response_types() {
+            Some(level) => format!(
+                "response_type {:?} is not allowed by the configured compliance level: use {}",
+                truncate(response_type),
+                level.join(" or ")
+            ),
+            None => format!(
+                "response_type {:?} is not registered for this client",
+                truncate(response_type)
+            ),
+        };
+        return Err(bad(ErrorCode::UnsupportedResponseType, &why));
     }
     if !client.grant_types.iter().any(|g| g == "authorization_code") {
         return Err(bad(
@@ -190,34 +242,41 @@ pub fn validate(
             "this client may not use the authorization_code grant",
         ));
     }
+    // OpenID Connect Core §3.3.2.5 and OAuth 2.0 Multiple Response Types §5: the hybrid
+    // response must not go in the query.
     let response_mode = params.get("response_mode");
-    if response_mode.is_some_and(|m| m != "query") {
-        return Err(OAuthError::invalid_request(
-            "response_mode: only query is supported",
-        ));
+    let hybrid = response_type == HYBRID;
+    match (hybrid, response_mode) {
+        (_, None) | (false, Some("query")) | (true, Some("fragment")) => {}
+        (false, Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "response_mode: only query is supported for response_type=code",
+            ));
+        }
+        (true, Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "response_mode: only fragment is supported for response_type=code id_token",
+            ));
+        }
     }
 
-    let code_challenge = params.get("code_challenge").ok_or_else(|| {
-        OAuthError::invalid_request("PKCE is required: code_challenge is missing")
-    })?;
-    if params.get("code_challenge_method") != Some("S256") {
-        return Err(OAuthError::invalid_request(
-            "code_challenge_method must be S256",
-        ));
-    }
-    if code_challenge.len() != S256_CHALLENGE_LEN
-        || !code_challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(OAuthError::invalid_request(
-            "code_challenge must be the base64url SHA-256 of the code_verifier (43 characters)",
-        ));
-    }
+    let (code_challenge, code_challenge_method) = checked_pkce(policy, params)?;
 
     let scope = checked_scope(client, params.get("scope").unwrap_or(""))?;
+    // OpenID Connect Core §3.3.2.1: the hybrid flow is an OpenID Connect request.
+    if hybrid && !scope.split_whitespace().any(|s| s == "openid") {
+        return Err(OAuthError::invalid_request(
+            "response_type=code id_token requires the openid scope",
+        ));
+    }
     let state = bounded(params, "state", MAX_STATE_LEN)?;
     let nonce = bounded(params, "nonce", MAX_STATE_LEN)?;
+    // OpenID Connect Core §3.3.2.11: the front-channel ID token must carry a nonce.
+    if hybrid && nonce.is_none() {
+        return Err(OAuthError::invalid_request(
+            "nonce is required for response_type=code id_token",
+        ));
+    }
     let login_hint = bounded(params, "login_hint", MAX_HINT_LEN)?;
     let acr_values = bounded(params, "acr_values", MAX_HINT_LEN)?;
     let prompt = checked_prompt(params.get("prompt"))?;
@@ -243,8 +302,8 @@ pub fn validate(
         scope,
         state,
         nonce,
-        code_challenge: code_challenge.to_owned(),
-        code_challenge_method: "S256".to_owned(),
+        code_challenge,
+        code_challenge_method,
         prompt,
         max_age,
         acr_values,
@@ -252,6 +311,47 @@ pub fn validate(
         response_mode: response_mode.map(str::to_owned),
         login_hint,
     })
+}
+
+/// RFC 7636: a challenge, if the level requires one or the client sent one, must be S256 and
+/// well-formed. `plain` is refused for every client.
+fn checked_pkce(
+    policy: Policy,
+    params: &Form,
+) -> Result<(Option<String>, Option<String>), OAuthError> {
+    let Some(code_challenge) = params.get("code_challenge") else {
+        if policy.pkce_required() {
+            return Err(OAuthError::invalid_request(
+                "PKCE is required by the configured compliance level: code_challenge is missing",
+            ));
+        }
+        if params.get("code_challenge_method").is_some() {
+            return Err(OAuthError::invalid_request(
+                "code_challenge_method was sent without code_challenge",
+            ));
+        }
+        return Ok((None, None));
+    };
+    if params.get("code_challenge_method") != Some("S256") {
+        return Err(OAuthError::invalid_request(
+            "code_challenge_method must be S256",
+        ));
+    }
+    if code_challenge.len() != S256_CHALLENGE_LEN
+        || !code_challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(OAuthError::invalid_request(
+            "code_challenge must be the base64url SHA-256 of the code_verifier (43 characters)",
+        ));
+    }
+    Ok((Some(code_challenge.to_owned()), Some("S256".to_owned())))
+}
+
+/// A client-supplied value, short enough to quote in an error description.
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
 }
 
 /// Every requested scope must be allowed: the client's registered `scope` plus `openid`, or the
@@ -476,7 +576,6 @@ mod tests {
             ("claims", "{"),
             ("response_mode", "fragment"),
             ("client_id", "someone-else"),
-            ("request", "eyJ.eyJ.sig"),
         ] {
             assert_eq!(
                 code_of(parse(&c, &form(&[extra], &[]))),
@@ -484,6 +583,11 @@ mod tests {
                 "{extra:?}"
             );
         }
+        // What the endpoints pass here is already out of a request object; one inside it is not.
+        assert_eq!(
+            code_of(parse(&c, &form(&[("request", "eyJ.eyJ.sig")], &[]))),
+            "invalid_request_object"
+        );
         assert_eq!(
             code_of(parse(
                 &c,

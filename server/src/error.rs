@@ -28,6 +28,8 @@ pub enum ErrorCode {
     ConsentRequired,
     /// RFC 8707 §2: the requested resource is unknown or not allowed.
     InvalidTarget,
+    /// RFC 9101 §6.3: the request object is invalid (signature, claims, encryption).
+    InvalidRequestObject,
 }
 
 impl ErrorCode {
@@ -52,6 +54,7 @@ impl ErrorCode {
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidRequestObject => "invalid_request_object",
         }
     }
 }
@@ -87,6 +90,11 @@ impl OAuthError {
 
     pub fn invalid_grant(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, d)
+    }
+
+    /// RFC 9101 §6.3 (and RFC 9126 §2.3 at PAR): 400 for a request object that is refused.
+    pub fn invalid_request_object(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestObject, d)
     }
 
     pub fn invalid_client_metadata(d: impl Into<String>) -> Self {

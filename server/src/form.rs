@@ -33,6 +33,12 @@ impl Form {
         Ok(Form(map))
     }
 
+    /// Parameters already separated (e.g. the claims of a request object), each name once by
+    /// construction.
+    pub fn from_map(map: HashMap<String, String>) -> Self {
+        Form(map)
+    }
+
     /// The parameter's value; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

@@ -11,6 +11,7 @@ use strongroom_keystore::KeyPurpose;
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::model::Client;
+use crate::policy::Policy;
 use crate::state::AppState;
 
 /// What an access token says, apart from what the server adds (iss, iat, exp, jti, client_id).
@@ -94,8 +95,10 @@ pub struct IdTokenRequest<'a> {
     pub acr: Option<&'a str>,
     /// The access token issued with it (`at_hash`).
     pub access_token: Option<&'a str>,
-    /// The authorization code it was exchanged for (`c_hash`).
+    /// The authorization code it was exchanged for, or is issued with (`c_hash`).
     pub code: Option<&'a str>,
+    /// FAPI 1 (`policy::Policy::s_hash`): the `s_hash` of the authorization request's state.
+    pub s_hash: Option<&'a str>,
 }
 
 /// Signs an ID token for `client` in the HSM.
@@ -138,6 +141,9 @@ pub async fn id_token(
     if let Some(c) = req.code {
         claims.insert("c_hash".into(), json!(left_half_hash(c)));
     }
+    if let Some(s) = req.s_hash {
+        claims.insert("s_hash".into(), json!(s));
+    }
     Ok(state
         .keystore
         .sign_jwt(KeyPurpose::IdToken, Some("JWT"), &Value::Object(claims))
@@ -158,7 +164,9 @@ pub fn bound_certificate(
     client: &Client,
     authenticated: &AuthenticatedClient,
 ) -> Result<Option<String>, OAuthError> {
-    if !client.tls_client_certificate_bound_access_tokens {
+    if !client.tls_client_certificate_bound_access_tokens
+        && !Policy::of(client).bound_tokens_required()
+    {
         return Ok(None);
     }
     match &authenticated.certificate_thumbprint {

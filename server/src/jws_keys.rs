@@ -43,7 +43,8 @@ pub fn verifier(
 
 /// The memo holds no invariant a panic could break: a poisoned lock is still usable.
 fn lock() -> std::sync::MutexGuard<'static, HashMap<String, Arc<dyn JwsVerifier>>> {
-    MEMO.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    MEMO.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -121,7 +121,30 @@ impl Client {
                 "redirect_uris is required for the authorization_code grant",
             ));
         }
+        let policy = crate::policy::Policy::of(self);
         for uri in &self.redirect_uris {
+            if crate::policy::is_wildcard(uri) {
+                if !policy.wildcard_callbacks_allowed() {
+                    return Err(OAuthError::invalid_redirect_uri(format!(
+                        "redirect_uri {uri:?}: the configured compliance level does not allow \
+                         wildcards in callbacks"
+                    )));
+                }
+                // One `*`, as the whole leftmost label of an https host.
+                let well_placed = uri.starts_with("https://*.")
+                    && uri.matches('*').count() == 1
+                    && uri
+                        .get("https://*.".len()..)
+                        .and_then(|rest| rest.split(['/', '?', ':']).next())
+                        .is_some_and(|host| host.contains('.'));
+                if !well_placed {
+                    return Err(OAuthError::invalid_redirect_uri(format!(
+                        "redirect_uri {uri:?}: a wildcard may only be the whole leftmost label \
+                         of an https host below a registrable domain, e.g. \
+                         https://*.example.com/callback"
+                    )));
+                }
+            }
             let parsed = url::Url::parse(uri).map_err(|e| {
                 OAuthError::invalid_redirect_uri(format!("redirect_uri {uri:?} is not a URL: {e}"))
             })?;
@@ -134,6 +157,14 @@ impl Client {
             if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
                 return Err(OAuthError::invalid_redirect_uri(format!(
                     "redirect_uri {uri:?} must use https"
+                )));
+            }
+        }
+        if let Some(s) = self.par_request_expiry {
+            if !(1..crate::policy::PAR_EXPIRY_LIMIT).contains(&s) {
+                return Err(meta(format!(
+                    "par_request_expiry must be between 1 and {} seconds",
+                    crate::policy::PAR_EXPIRY_LIMIT - 1
                 )));
             }
         }

@@ -796,15 +796,18 @@ fn plain_authorization_requests_error_pages_and_discovery() {
             "unsupported_response_type",
         ),
         (vec![("scope", "openid admin")], "invalid_scope"),
-        (
-            vec![("request", "eyJhbGciOiJub25lIn0.e30.")],
-            "invalid_request",
-        ),
         (vec![("prompt", "none login")], "invalid_request"),
     ] {
         let resp = b.get(&query(&extra, &client_id));
         assert_eq!(rp.error_of(&resp, Some("plain-1")), expected, "{extra:?}");
     }
+    // A request object (RFC 9101) that does not verify: nothing in it is trusted, not even its
+    // redirect_uri, so a page.
+    b.get(&query(
+        &[("request", "eyJhbGciOiJub25lIn0.e30.")],
+        &client_id,
+    ))
+    .assert_error_page("invalid_request_object");
 
     // A client that must push: the plain request goes back as invalid_request.
     let (must_push, _) = register_web_client(
@@ -828,11 +831,14 @@ fn plain_authorization_requests_error_pages_and_discovery() {
         d["mtls_endpoint_aliases"]["pushed_authorization_request_endpoint"],
         format!("https://localhost:{}/par", server.mtls_port)
     );
-    assert_eq!(d["response_types_supported"], json!(["code"]));
+    assert_eq!(
+        d["response_types_supported"],
+        json!(["code", "code id_token"])
+    );
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
     assert_eq!(d["request_uri_parameter_supported"], false);
-    assert_eq!(d["request_parameter_supported"], false);
+    assert_eq!(d["request_parameter_supported"], true);
     assert_eq!(
         d["scopes_supported"],
         json!([

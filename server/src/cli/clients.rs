@@ -2,7 +2,7 @@
 //! API does the same over HTTPS).
 
 use crate::config::Config;
-use crate::model::Client;
+use crate::model::{Client, ComplianceLevel};
 use crate::store::Store;
 
 #[derive(Debug, clap::Subcommand)]
@@ -11,9 +11,39 @@ pub enum ClientsCommand {
     Create {
         #[arg(long)]
         file: std::path::PathBuf,
+        /// The client's compliance level (overrides the file's): fapi1_adv_pkj_par,
+        /// fapi1_adv_mtls_par, fapi2_sp_pkj_mtls, fapi2_sp_mtls_mtls, or none.
+        #[arg(long, value_parser = parse_level)]
+        compliance_level: Option<Level>,
     },
     /// Every registered client, as JSON.
     List,
+    /// Sets (or with `none` clears) a registered client's compliance level; prints the client.
+    SetComplianceLevel {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long, value_parser = parse_level)]
+        level: Level,
+    },
+}
+
+/// A level named on the command line; `none` is no level.
+#[derive(Debug, Clone, Copy)]
+pub struct Level(Option<ComplianceLevel>);
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    if s == "none" {
+        return Ok(Level(None));
+    }
+    ComplianceLevel::parse(s)
+        .map(|l| Level(Some(l)))
+        .ok_or_else(|| {
+            let names: Vec<&str> = ComplianceLevel::ALL.iter().map(|l| l.as_str()).collect();
+            format!(
+                "unknown compliance level {s:?}: one of {}, or none",
+                names.join(", ")
+            )
+        })
 }
 
 pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
@@ -26,11 +56,17 @@ pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         match command {
-            ClientsCommand::Create { file } => {
+            ClientsCommand::Create {
+                file,
+                compliance_level,
+            } => {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-                let client: Client =
+                let mut client: Client =
                     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                if let Some(Level(level)) = compliance_level {
+                    client.compliance_level = level;
+                }
                 client.validate().map_err(|e| e.to_string())?;
                 let now = strongroom_keystore::Clock::now(&strongroom_keystore::SystemClock);
                 let created = store
@@ -40,6 +76,27 @@ pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&created).map_err(|e| e.to_string())?
+                );
+            }
+            ClientsCommand::SetComplianceLevel {
+                client_id,
+                level: Level(level),
+            } => {
+                let mut client = store
+                    .get_client(&client_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no client {client_id:?}"))?;
+                client.compliance_level = level;
+                client.validate().map_err(|e| e.to_string())?;
+                let now = strongroom_keystore::Clock::now(&strongroom_keystore::SystemClock);
+                store
+                    .update_client(&client_id, &client, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&client).map_err(|e| e.to_string())?
                 );
             }
             ClientsCommand::List => {

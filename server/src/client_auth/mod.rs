@@ -103,6 +103,8 @@ pub struct ClientCredentials<'a> {
 pub struct ClientAuthPolicy<'a> {
     /// Values an assertion's `aud` may name: the issuer identifier and the endpoint URLs.
     pub accepted_audiences: &'a [String],
+    /// `aud` must be a string (FAPI 2 levels), not an array.
+    pub aud_string_only: bool,
     /// Seconds since the Unix epoch.
     pub now: i64,
     /// How far in the future an assertion's `exp` may lie, e.g. 300 s.
@@ -119,6 +121,7 @@ impl std::fmt::Debug for ClientAuthPolicy<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientAuthPolicy")
             .field("accepted_audiences", &self.accepted_audiences)
+            .field("aud_string_only", &self.aud_string_only)
             .field("now", &self.now)
             .field("max_assertion_lifetime", &self.max_assertion_lifetime)
             .field("clock_skew", &self.clock_skew)
@@ -203,6 +206,7 @@ pub async fn authenticate(
                 client,
                 assertion,
                 accepted_audiences: policy.accepted_audiences,
+                aud_string_only: policy.aud_string_only,
                 now: policy.now,
                 max_lifetime: policy.max_assertion_lifetime,
                 clock_skew: policy.clock_skew,

@@ -3,10 +3,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use josekit::jwk::Jwk;
-use josekit::jws::{ES256, JwsVerifier, PS256};
 use serde_json::{Map, Value};
 
+pub(super) use crate::client_jws::shorten;
+use crate::client_jws::{self, Alg, when};
 use crate::error::OAuthError;
 use crate::model::Client;
 
@@ -19,32 +19,6 @@ fn fail(d: impl Into<String>) -> OAuthError {
     OAuthError::invalid_client(d)
 }
 
-/// A client-supplied string cut to a length fit for an error description.
-pub(super) fn shorten(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut}…")
-    }
-}
-
-/// The latest time RFC 3339 can write (9999-12-31T23:59:59Z): humantime's formatter fails (and
-/// `format!` would panic) beyond it, and an attacker chooses `exp`.
-const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
-
-fn when(t: i64) -> String {
-    let at = u64::try_from(t)
-        .ok()
-        .filter(|s| *s <= LAST_RFC3339_SECOND)
-        .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)));
-    match at {
-        Some(at) => format!("{} [{t}]", humantime::format_rfc3339_seconds(at)),
-        None => t.to_string(),
-    }
-}
-
 /// One private_key_jwt assertion to verify, with the server's rules. Time in seconds since the
 /// Unix epoch.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +27,8 @@ pub struct ClientAssertionCheck<'a> {
     pub assertion: &'a str,
     /// Values `aud` may name (the issuer identifier, the endpoint URLs): one must be in `aud`.
     pub accepted_audiences: &'a [String],
+    /// FAPI 2.0 Security Profile §5.3.2.1 item 8: `aud` must be a single string, not an array.
+    pub aud_string_only: bool,
     pub now: i64,
     /// How far beyond `now` `exp` may lie (e.g. 300 s).
     pub max_lifetime: i64,
@@ -98,124 +74,13 @@ pub fn names_unknown_kid(assertion: &str, jwks: &Value) -> bool {
         .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
         .and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
     let Some(kid) = kid else { return false };
-    !jwks
-        .get("keys")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|k| k.get("kid").and_then(Value::as_str) == Some(kid.as_str()))
-}
-
-/// The two algorithms FAPI allows for client assertions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Alg {
-    Ps256,
-    Es256,
-}
-
-impl Alg {
-    fn name(self) -> &'static str {
-        match self {
-            Alg::Ps256 => "PS256",
-            Alg::Es256 => "ES256",
-        }
-    }
-
-    fn key_kind(self) -> &'static str {
-        match self {
-            Alg::Ps256 => "an RSA key",
-            Alg::Es256 => "an EC P-256 key",
-        }
-    }
-
-    /// Why `jwk` cannot verify this alg, or `None` if it fits.
-    fn unfit(self, jwk: &Map<String, Value>) -> Option<String> {
-        let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
-        let kty_ok = match self {
-            Alg::Ps256 => kty == "RSA",
-            Alg::Es256 => kty == "EC" && jwk.get("crv").and_then(Value::as_str) == Some("P-256"),
-        };
-        if !kty_ok {
-            let crv = jwk
-                .get("crv")
-                .and_then(Value::as_str)
-                .map(|c| format!(" ({c})"))
-                .unwrap_or_default();
-            return Some(format!(
-                "it is a {:?}{crv} key and {} needs {}",
-                shorten(kty),
-                self.name(),
-                self.key_kind()
-            ));
-        }
-        // FAPI 2.0 Security Profile §5.4.1: RSA keys of at least 2048 bits.
-        if self == Alg::Ps256 {
-            let n_bytes = jwk
-                .get("n")
-                .and_then(Value::as_str)
-                .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
-                .map(|n| n.iter().skip_while(|b| **b == 0).count())
-                .unwrap_or(0);
-            if n_bytes < 256 {
-                return Some(format!(
-                    "its modulus is {} bits; at least 2048 are required",
-                    n_bytes * 8
-                ));
-            }
-        }
-        if let Some(use_) = jwk.get("use").and_then(Value::as_str) {
-            if use_ != "sig" {
-                return Some(format!("its use is {:?}, not \"sig\"", shorten(use_)));
-            }
-        }
-        if let Some(alg) = jwk.get("alg").and_then(Value::as_str) {
-            if alg != self.name() {
-                return Some(format!("it is registered for alg {:?}", shorten(alg)));
-            }
-        }
-        if let Some(ops) = jwk.get("key_ops").and_then(Value::as_array) {
-            if !ops.iter().any(|o| o.as_str() == Some("verify")) {
-                return Some("its key_ops do not include \"verify\"".into());
-            }
-        }
-        None
-    }
-
-    fn verifier(self, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, josekit::JoseError> {
-        Ok(match self {
-            Alg::Ps256 => Box::new(PS256.verifier_from_jwk(jwk)?),
-            Alg::Es256 => Box::new(ES256.verifier_from_jwk(jwk)?),
-        })
-    }
-}
-
-fn kid_text(kid: Option<&str>) -> String {
-    match kid {
-        Some(k) => format!("kid {:?}", shorten(k)),
-        None => "the only suitable key".into(),
-    }
+    !client_jws::has_kid(jwks, &kid)
 }
 
 /// A NumericDate claim (RFC 7519 §2): a JSON number, fractions truncated.
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, OAuthError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                Ok(Some(i))
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.trunc() as i64)),
-                    _ => Err(fail(format!(
-                        "client assertion claim {name} is not a usable NumericDate"
-                    ))),
-                }
-            }
-        }
-        Some(_) => Err(fail(format!(
-            "client assertion claim {name} must be a NumericDate (seconds since the epoch)"
-        ))),
-    }
+    client_jws::numeric_date(claims, name)
+        .map_err(|why| fail(format!("client assertion claim {name} {why}")))
 }
 
 impl ClientAssertionCheck<'_> {
@@ -281,18 +146,17 @@ impl ClientAssertionCheck<'_> {
             Some(_) => return Err(fail("client assertion header alg must be a string")),
             None => return Err(fail("client assertion header has no alg")),
         };
-        let alg = match alg_name {
-            "PS256" => Alg::Ps256,
-            "ES256" => Alg::Es256,
-            "none" => {
+        let alg = match Alg::from_name(alg_name) {
+            Some(alg) => alg,
+            None if alg_name == "none" => {
                 return Err(fail(
                     "client assertion alg \"none\" is not accepted: sign with PS256 or ES256",
                 ));
             }
-            other => {
+            None => {
                 return Err(fail(format!(
                     "client assertion alg {:?} is not accepted: PS256 or ES256",
-                    shorten(other)
+                    shorten(alg_name)
                 )));
             }
         };
@@ -321,29 +185,10 @@ impl ClientAssertionCheck<'_> {
         };
 
         // The key: by kid, or the only one that fits.
-        let jwk = select_key(jwks, kid, alg)?;
-        let mut jwk = jwk.clone();
-        // The kid was matched above; josekit would otherwise insist on it in the header.
-        jwk.remove("kid");
-        let verifier = crate::jws_keys::verifier(alg.name(), &jwk, |jwk| alg.verifier(jwk))
-            .map_err(|_| {
-                fail(format!(
-                    "the client's JWK ({}) is not a usable {} verification key",
-                    kid_text(kid),
-                    alg.name()
-                ))
-            })?;
-        let (payload, _header) = josekit::jws::deserialize_compact(input, verifier.as_ref())
-            .map_err(|e| match e {
-                josekit::JoseError::InvalidSignature(_) => fail(format!(
-                    "client assertion signature does not verify with {} of the client's JWK Set",
-                    kid_text(kid)
-                )),
-                _ => fail(format!(
-                    "client assertion is not a well-formed {} JWS",
-                    alg.name()
-                )),
-            })?;
+        let jwk = client_jws::select_key(jwks, kid, alg)
+            .map_err(|e| fail(e.describe("client assertion", "assertion", alg)))?;
+        let payload = client_jws::verify(input, jwk, alg)
+            .map_err(|e| fail(e.describe("client assertion", kid, alg)))?;
 
         let claims: Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|_| fail("client assertion payload is not a JSON object"))?;
@@ -388,6 +233,13 @@ impl ClientAssertionCheck<'_> {
         let audiences: Vec<&str> = match claims.get("aud") {
             None => return Err(fail("client assertion has no aud")),
             Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(_)) if self.aud_string_only => {
+                return Err(fail(format!(
+                    "client assertion aud must be the issuer identifier as a string ({:?}), \
+                     not an array, under the configured compliance level",
+                    self.accepted_audiences.join(" ")
+                )));
+            }
             Some(Value::Array(items)) => {
                 let mut v = Vec::with_capacity(items.len());
                 for item in items {
@@ -477,97 +329,5 @@ impl ClientAssertionCheck<'_> {
             Some(_) => return Err(fail("client assertion jti must be a string")),
         };
         Ok((exp, jti))
-    }
-}
-
-/// The JWK that verifies the assertion: the one named by `kid`, or without a kid the only key
-/// of the set that fits `alg`.
-fn select_key<'j>(
-    jwks: &'j Value,
-    kid: Option<&str>,
-    alg: Alg,
-) -> Result<&'j Map<String, Value>, OAuthError> {
-    let keys: Vec<&Map<String, Value>> = jwks
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| fail("the client's JWK Set is not a JWK Set ({\"keys\": [...]})"))?
-        .iter()
-        .filter_map(Value::as_object)
-        .collect();
-    match kid {
-        Some(kid) => {
-            let named: Vec<_> = keys
-                .iter()
-                .copied()
-                .filter(|k| k.get("kid").and_then(Value::as_str) == Some(kid))
-                .collect();
-            if named.is_empty() {
-                return Err(fail(format!(
-                    "client assertion kid {:?} is not in the client's JWK Set",
-                    shorten(kid)
-                )));
-            }
-            let mut reasons = Vec::new();
-            for k in &named {
-                match alg.unfit(k) {
-                    None => return Ok(k),
-                    Some(why) => reasons.push(why),
-                }
-            }
-            Err(fail(format!(
-                "the client's key kid {:?} cannot verify this {} assertion: {}",
-                shorten(kid),
-                alg.name(),
-                reasons.join("; ")
-            )))
-        }
-        None => {
-            let fit: Vec<_> = keys
-                .iter()
-                .copied()
-                .filter(|k| alg.unfit(k).is_none())
-                .collect();
-            match fit.as_slice() {
-                [only] => Ok(only),
-                [] => Err(fail(format!(
-                    "the client's JWK Set has no key for {} ({} with use \"sig\")",
-                    alg.name(),
-                    alg.key_kind()
-                ))),
-                many => Err(fail(format!(
-                    "client assertion has no kid and the client's JWK Set has {} {} keys: \
-                     name the key with kid",
-                    many.len(),
-                    alg.name()
-                ))),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod limits {
-    use super::*;
-
-    #[test]
-    fn times_past_year_9999_are_written_as_numbers_not_a_panic() {
-        assert!(when(0).starts_with("1970-01-01T00:00:00Z"));
-        assert_eq!(when(300_000_000_000), "300000000000");
-        assert_eq!(when(i64::MAX), i64::MAX.to_string());
-        assert_eq!(when(-5), "-5");
-    }
-
-    #[test]
-    fn rsa_keys_under_2048_bits_are_unfit() {
-        let key = |bits: usize| {
-            let mut n = vec![0xffu8; bits / 8];
-            n.insert(0, 0); // a leading zero byte does not count
-            let jwk =
-                serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"});
-            jwk.as_object().cloned().unwrap()
-        };
-        assert!(Alg::Ps256.unfit(&key(2048)).is_none());
-        let why = Alg::Ps256.unfit(&key(1024)).unwrap();
-        assert!(why.contains("1024 bits"), "{why}");
     }
 }

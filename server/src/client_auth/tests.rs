@@ -20,6 +20,7 @@ fn check<'a>(
     ClientAssertionCheck {
         client,
         assertion,
+        aud_string_only: false,
         accepted_audiences: aud,
         now: T0,
         max_lifetime: 300,
@@ -701,6 +702,7 @@ fn policy<'a>(
     src: &'a FakeJwks,
 ) -> ClientAuthPolicy<'a> {
     ClientAuthPolicy {
+        aud_string_only: false,
         accepted_audiences: aud,
         now: T0,
         max_assertion_lifetime: 300,

@@ -43,7 +43,10 @@ pub use login::{login_page, login_submit};
 use crate::authz_request::{self, AuthorizationRequest, Prompt};
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::{Form, MAX_FORM_BYTES};
+use crate::issue::{self, IdTokenRequest};
 use crate::model::Client;
+use crate::policy::Policy;
+use crate::request_object;
 use crate::state::AppState;
 use crate::store::{AuthorizationGrant, Interaction, SignedIn, StoreError};
 use cookies::{INTERACTION_COOKIE, SESSION_COOKIE, cookie, set_cookie};
@@ -126,9 +129,27 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
             request
         }
         None => {
+            // RFC 9101 §5: a request object by value; its parameters are the request. Until
+            // it has been verified nothing in it is trusted, so its errors are pages.
+            let from_object;
+            let params = match params.get("request") {
+                Some(jwt) if Policy::of(&client).par_required(&client).is_none() => {
+                    let rules = Policy::of(&client).request_object_rules();
+                    from_object = request_object::open(state, &client, jwt, rules, now)
+                        .await
+                        .map_err(page)?;
+                    &from_object
+                }
+                _ => params,
+            };
             let redirect_uri = authz_request::registered_redirect_uri(&client, params)?;
-            let back = ToClient::new(state, &redirect_uri, authz_request::echo_state(params));
-            if let Some(why) = par_required(&client) {
+            let back = ToClient::new(
+                state,
+                &redirect_uri,
+                authz_request::echo_state(params),
+                authz_request::wants_fragment(params),
+            );
+            if let Some(why) = Policy::of(&client).par_required(&client) {
                 return Err(back.fail(OAuthError::invalid_request(why)));
             }
             authz_request::validate(&client, params, redirect_uri.clone())
@@ -136,18 +157,6 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
         }
     };
     begin(state, headers, &client, request, now).await
-}
-
-/// RFC 9126 §5 and seed 004 (every compliance level requires PAR): why this client must push,
-/// if it must.
-fn par_required(client: &Client) -> Option<&'static str> {
-    if client.compliance_level.is_some() {
-        Some("Pushed Authorization Requests are required by the configured compliance level")
-    } else if client.require_pushed_authorization_requests {
-        Some("this client must use pushed authorization requests (RFC 9126)")
-    } else {
-        None
-    }
 }
 
 /// A validated request: answer at once if the session and a remembered consent allow it (or
@@ -184,7 +193,7 @@ async fn begin(
                     .await
                     .map_err(|e| back.fail(e))? =>
         {
-            return issue_code(state, &request, u, now).await;
+            return issue_code(state, client, &request, u, now).await;
         }
         Some(_) if silent => {
             return Err(back.fail(OAuthError::new(
@@ -252,36 +261,61 @@ async fn consented(
     Ok(request.scopes().iter().all(|s| granted.contains(s)))
 }
 
-/// Issues the code for `user` and redirects the browser back to the client with it.
+/// Issues the code for `user` and redirects the browser back to the client with it (and, for
+/// `code id_token`, with an ID token that is a detached signature over code and state).
 async fn issue_code(
     state: &AppState,
+    client: &Client,
     request: &AuthorizationRequest,
     user: &SignedIn,
     now: i64,
 ) -> Result<Response, Stop> {
     let back = ToClient::of(state, request);
+    let policy = Policy::of(client);
+    let s_hash = request
+        .state
+        .as_deref()
+        .filter(|_| policy.s_hash())
+        .map(issue::left_half_hash);
     let grant = AuthorizationGrant {
         sub: user.user_id.clone(),
         scope: request.scope.clone(),
         redirect_uri: request.redirect_uri.clone(),
-        code_challenge: Some(request.code_challenge.clone()),
-        code_challenge_method: Some("S256".to_owned()),
+        code_challenge: request.code_challenge.clone(),
+        code_challenge_method: request.code_challenge_method.clone(),
         nonce: request.nonce.clone(),
         auth_time: Some(user.auth_time),
         acr: Some(user.acr.clone()),
         claims: request.claims.clone(),
+        s_hash: s_hash.clone(),
         ..Default::default()
     };
+    let lifetime = policy.code_lifetime(state.lifetimes.authorization_code);
     let issued = state
         .store
-        .issue_code(
-            &request.client_id,
-            &grant,
-            now + state.lifetimes.authorization_code,
-        )
+        .issue_code(&request.client_id, &grant, now + lifetime)
         .await
         .map_err(|e| back.fail(e))?;
-    Ok(back.code(&issued.code))
+    if !request.is_hybrid() {
+        return Ok(back.code(&issued.code, None));
+    }
+    // OpenID Connect Core §3.3.2.11; FAPI 1 Advanced §5.2.2.1: c_hash, s_hash and nonce.
+    let id_token = issue::id_token(
+        state,
+        client,
+        &IdTokenRequest {
+            sub: &user.user_id,
+            auth_time: Some(user.auth_time),
+            nonce: request.nonce.as_deref(),
+            acr: Some(&user.acr),
+            access_token: None,
+            code: Some(&issued.code),
+            s_hash: s_hash.as_deref(),
+        },
+    )
+    .await
+    .map_err(|e| back.fail(e))?;
+    Ok(back.code(&issued.code, Some(&id_token)))
 }
 
 /// The browser's live interaction (cookie value and row), or the error page.
@@ -356,8 +390,8 @@ mod tests {
             scope: "openid".into(),
             state: None,
             nonce: None,
-            code_challenge: "x".into(),
-            code_challenge_method: "S256".into(),
+            code_challenge: Some("x".into()),
+            code_challenge_method: Some("S256".into()),
             prompt: vec![],
             max_age: None,
             acr_values: None,

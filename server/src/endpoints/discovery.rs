@@ -7,6 +7,7 @@ use axum::extract::State;
 use serde_json::json;
 
 use crate::state::AppState;
+use strongroom_keystore::hsm::DecryptAlg;
 
 pub async fn openid_configuration(
     State(state): State<Arc<AppState>>,
@@ -17,6 +18,13 @@ pub async fn openid_configuration(
         .signing_key(strongroom_keystore::KeyPurpose::IdToken)
         .map(|k| k.alg.jose_name())
         .unwrap_or("PS256");
+    // Only the key-management algorithms this HSM really performs (SoftHSM2 2.6: no OAEP-256).
+    let capabilities = state.keystore.token().capabilities();
+    let encryption_algs: Vec<&str> = [DecryptAlg::RsaOaep, DecryptAlg::RsaOaep256]
+        .into_iter()
+        .filter(|a| capabilities.can_decrypt(*a))
+        .map(DecryptAlg::jose_name)
+        .collect();
     axum::Json(json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/jwks"),
@@ -44,12 +52,17 @@ pub async fn openid_configuration(
         "claims_supported": super::userinfo::claims_supported(),
         "authorization_endpoint": format!("{issuer}/authorize"),
         "pushed_authorization_request_endpoint": format!("{issuer}/par"),
+        // Per client (its registration or compliance level), not for every client.
         "require_pushed_authorization_requests": false,
-        // request_uri values come from our PAR endpoint only, never from a client's URL.
-        "request_parameter_supported": false,
+        // RFC 9101 request objects, by value (at PAR, or at /authorize for a client that need
+        // not push); request_uri values come from our PAR endpoint only, never a client's URL.
+        "request_parameter_supported": true,
         "request_uri_parameter_supported": false,
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "request_object_signing_alg_values_supported": ["PS256", "ES256"],
+        "request_object_encryption_alg_values_supported": encryption_algs,
+        "request_object_encryption_enc_values_supported": ["A256GCM", "A128CBC-HS256"],
+        "response_types_supported": crate::authz_request::SUPPORTED_RESPONSE_TYPES,
+        "response_modes_supported": ["query", "fragment"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
         "scopes_supported": crate::authz_request::STANDARD_SCOPES,

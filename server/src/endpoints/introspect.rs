@@ -47,13 +47,18 @@ pub async fn introspect(
     body: axum::body::Body,
 ) -> Response {
     form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &form).await
+        handle(&state, &conn, &headers, &form).await
     })
     .await
 }
 
-async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {
-    let (client, _) = authenticate_client(state, conn, form, "/introspect").await?;
+async fn handle(
+    state: &AppState,
+    conn: &Connection,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Response, OAuthError> {
+    let (client, _) = authenticate_client(state, conn, headers, form, "/introspect").await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

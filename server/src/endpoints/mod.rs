@@ -69,6 +69,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             proxy_cert::client_cert_from_proxy,
         ))
+        .layer(axum::middleware::from_fn(
+            crate::fapi_headers::interaction_id,
+        ))
         .with_state(state)
 }
 

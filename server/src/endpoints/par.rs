@@ -9,49 +9,81 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::authz_request;
 use crate::endpoints::token::authenticate_client;
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::form::{Form, form_endpoint};
+use crate::policy::Policy;
+use crate::request_object;
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
 pub async fn par(
     State(state): State<Arc<AppState>>,
     Extension(conn): Extension<Connection>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &form).await
+        handle(&state, &conn, &headers, &form).await
     })
     .await
 }
 
-async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {
-    let (client, _) = authenticate_client(state, conn, form, "/par").await?;
+async fn handle(
+    state: &AppState,
+    conn: &Connection,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Response, OAuthError> {
+    let (client, _) = authenticate_client(state, conn, headers, form, "/par").await?;
+    let policy = Policy::of(&client);
     // RFC 9126 §2.1: a pushed request must not itself point at another one.
     if form.get("request_uri").is_some() {
         return Err(OAuthError::invalid_request(
             "request_uri must not be sent to the pushed authorization request endpoint",
         ));
     }
-    let request = authz_request::parse(&client, form)?;
+    if policy.oidc_conformant_required() && !client.oidc_conformant {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnauthorizedClient,
+            "the configured compliance level requires the client to be oidc_conformant",
+        ));
+    }
+    if policy.request_object_required() && form.get("request").is_none() {
+        return Err(OAuthError::invalid_request(
+            "the configured compliance level requires a signed request object (request)",
+        ));
+    }
+    // RFC 9101 §5 / RFC 9126 §3: with a request object, its parameters are the request and
+    // nothing sent beside it is used.
+    let from_object;
+    let params = match form.get("request") {
+        Some(jwt) => {
+            let rules = policy.request_object_rules();
+            from_object = request_object::open(state, &client, jwt, rules, state.now()).await?;
+            &from_object
+        }
+        None => form,
+    };
+    let request = authz_request::parse(&client, params)?;
     let json = request
         .to_json()
         .map_err(|_| OAuthError::server_error("the request could not be stored"))?;
+    let lifetime = policy.par_lifetime(&client, state.lifetimes.par);
     let request_uri = state
         .store
-        .insert_par(&client.client_id, &json, state.now() + state.lifetimes.par)
+        .insert_par(&client.client_id, &json, state.now() + lifetime)
         .await?;
     // RFC 9126 §2.2: 201 Created.
     let mut resp = (
         StatusCode::CREATED,
-        axum::Json(json!({"request_uri": request_uri, "expires_in": state.lifetimes.par})),
+        axum::Json(json!({"request_uri": request_uri, "expires_in": lifetime})),
     )
         .into_response();
     resp.headers_mut()

@@ -37,7 +37,7 @@ pub async fn revoke(
     body: axum::body::Body,
 ) -> Response {
     form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &form).await
+        handle(&state, &conn, &headers, &form).await
     })
     .await
 }
@@ -50,8 +50,13 @@ enum Outcome {
     NotFound,
 }
 
-async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {
-    let (client, _) = authenticate_client(state, conn, form, "/revoke").await?;
+async fn handle(
+    state: &AppState,
+    conn: &Connection,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Response, OAuthError> {
+    let (client, _) = authenticate_client(state, conn, headers, form, "/revoke").await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

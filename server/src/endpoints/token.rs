@@ -10,11 +10,15 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use axum::http::HeaderMap;
+
 use crate::client_auth::{self, ClientAuthPolicy, ClientCredentials};
 use crate::error::{ErrorCode, OAuthError};
+use crate::fapi_headers;
 use crate::form::{Form, form_endpoint};
 use crate::grants;
 use crate::model::Client;
+use crate::policy::{ClientAuth, Policy};
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -29,13 +33,18 @@ pub async fn token(
         return OAuthError::busy().into_response();
     };
     form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &form).await
+        handle(&state, &conn, &headers, &form).await
     })
     .await
 }
 
-async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Response, OAuthError> {
-    let (client, authenticated) = authenticate_client(state, conn, form, "/token").await?;
+async fn handle(
+    state: &AppState,
+    conn: &Connection,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Response, OAuthError> {
+    let (client, authenticated) = authenticate_client(state, conn, headers, form, "/token").await?;
     match form.get("grant_type") {
         None => Err(OAuthError::invalid_request("grant_type is required")),
         Some("client_credentials") => {
@@ -55,11 +64,13 @@ async fn handle(state: &AppState, conn: &Connection, form: &Form) -> Result<Resp
     }
 }
 
-/// Finds the client (by `client_id`, or by the assertion's unverified `iss`), authenticates it,
-/// and records the assertion's `jti` so it can never be used again.
+/// Finds the client (by `client_id`, or by the assertion's unverified `iss`), authenticates it
+/// by the method its registration and compliance level allow, checks the level's `x-fapi-*`
+/// headers, and records the assertion's `jti` so it can never be used again.
 pub async fn authenticate_client(
     state: &AppState,
     conn: &Connection,
+    headers: &HeaderMap,
     form: &Form,
     endpoint: &str,
 ) -> Result<(std::sync::Arc<Client>, client_auth::AuthenticatedClient), OAuthError> {
@@ -82,12 +93,39 @@ pub async fn authenticate_client(
         .get(&state.store, &client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    let level = Policy::of(&client);
+    if !level.allows_auth_method(client.token_endpoint_auth_method) {
+        return Err(OAuthError::invalid_client(format!(
+            "the configured compliance level requires {} client authentication; this client \
+             is registered for {}",
+            match level.client_auth() {
+                Some(ClientAuth::PrivateKeyJwt) => "private_key_jwt",
+                _ => "mTLS (tls_client_auth or self_signed_tls_client_auth)",
+            },
+            client.token_endpoint_auth_method.as_str()
+        )));
+    }
+    if level.fapi_headers_validated() {
+        fapi_headers::validate(headers)?;
+    }
     let now = state.now();
-    let audiences = [
-        state.issuer.clone(),
-        format!("{}{endpoint}", state.issuer),
-        format!("{}{endpoint}", state.mtls_base_url),
-    ];
+    // FAPI 2.0 Security Profile §5.3.2.1: the issuer only. Otherwise also the token endpoint's
+    // URL and the URL of the endpoint that received the assertion, on either listener (RFC 7523
+    // §3, RFC 9126 §2, FAPI 1 Advanced §5.2.2 item 15).
+    let audiences: Vec<String> = if level.assertion_aud_is_issuer_only() {
+        vec![state.issuer.clone()]
+    } else {
+        let mut a = vec![state.issuer.clone()];
+        for path in ["/token", endpoint] {
+            for base in [&state.issuer, &state.mtls_base_url] {
+                let url = format!("{base}{path}");
+                if !a.contains(&url) {
+                    a.push(url);
+                }
+            }
+        }
+        a
+    };
     let chain = conn.peer_certificates.as_deref();
     let credentials = ClientCredentials {
         client_assertion_type: form.get("client_assertion_type"),
@@ -96,6 +134,7 @@ pub async fn authenticate_client(
     };
     let policy = ClientAuthPolicy {
         accepted_audiences: &audiences,
+        aud_string_only: level.assertion_aud_is_issuer_only(),
         now,
         max_assertion_lifetime: 300,
         clock_skew: state.clock_skew,

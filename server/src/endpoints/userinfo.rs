@@ -1,10 +1,17 @@
 //! `GET` and `POST /userinfo` (OpenID Connect Core §5.3): the claims about the signed-in user
 //! that the access token's scopes release.
 //!
-//! The access token travels in the Authorization header only (FAPI: never in the query or the
-//! body, where it would be logged). It must be one of ours, meant for this server (`aud` names
-//! the issuer) and carry `openid`. A certificate-bound token is accepted only with its
-//! certificate, so bound clients call the mTLS alias (discovery's `mtls_endpoint_aliases`).
+//! The access token travels in the Authorization header (RFC 6750 §2.1). A token of a client
+//! without a compliance level may also come as `access_token` in the query or a form body
+//! (§2.3, §2.2); a client's compliance level forbids both (seed 004, first row: they end up in
+//! logs), and so does sending more than one. The token must be one of ours, meant for this
+//! server (`aud` names the issuer) and carry `openid`. A certificate-bound token is accepted
+//! only with its certificate, so bound clients call the mTLS alias (discovery's
+//! `mtls_endpoint_aliases`).
+//!
+//! `updated_at` (OpenID Connect Core §5.1) is the user's stored claim, else the account's
+//! creation time: a unix timestamp for clients of a compliance level, an RFC 3339 string for
+//! the others (seed 004, behaviour table, second row).
 
 use std::sync::Arc;
 
@@ -18,6 +25,7 @@ use crate::bearer::{self, resource_error};
 use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
 use crate::form::MAX_FORM_BYTES;
+use crate::policy::Policy;
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
@@ -77,12 +85,27 @@ async fn handle(
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, OAuthError> {
-    bearer::refuse_token_in_query(uri)?;
-    if method == Method::POST {
-        refuse_token_in_body(headers, body).await?;
-    }
-    let token = bearer::bearer_token(headers)?;
+    let outside = token_outside_header(method, uri, headers, body).await?;
+    let token = match &outside {
+        Some(t) => t.as_str(),
+        None => bearer::bearer_token(headers)?,
+    };
     let verified = bearer::verify_access_token(state, token, conn.leaf_certificate()).await?;
+    let client = state
+        .clients
+        .get(&state.store, &verified.client_id)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_token("the access token's client no longer exists"))?;
+    let policy = Policy::of(&client);
+    if outside.is_some() && !policy.token_in_query_allowed() {
+        return Err(OAuthError::invalid_request(
+            "the configured compliance level requires the access token in the Authorization \
+             header, not in the query or the body",
+        ));
+    }
+    if policy.fapi_headers_validated() {
+        crate::fapi_headers::validate(headers)?;
+    }
     verified.require(&state.issuer, &["openid"])?;
     // Only a user's grant has a user behind it: a client_credentials token's sub is a
     // client_id, and must never be read as a user_id (a client_id can be chosen at registration).
@@ -95,11 +118,19 @@ async fn handle(
         OAuthError::invalid_token("the access token's subject is not a user of this server")
     })?;
     let scopes: Vec<&str> = verified.scope.split_whitespace().collect();
-    Ok(token_response(released_claims(
-        &user.user_id,
-        &user.claims,
-        &scopes,
-    )))
+    let mut claims = released_claims(&user.user_id, &user.claims, &scopes);
+    if scopes.contains(&"profile") {
+        let at = updated_at(&user.claims, user.created_at);
+        if let (Some(m), Some(t)) = (claims.as_object_mut(), at) {
+            let value = if policy.updated_at_as_number() {
+                Value::from(t)
+            } else {
+                Value::from(rfc3339(t))
+            };
+            m.insert("updated_at".into(), value);
+        }
+    }
+    Ok(token_response(claims))
 }
 
 /// `sub` and, of the user's stored claims, those the scopes release.
@@ -119,19 +150,51 @@ pub fn released_claims(user_id: &str, stored: &Value, scopes: &[&str]) -> Value 
     Value::Object(out)
 }
 
-/// RFC 6750 §2.2 (`access_token` in a form body) is not accepted: 400 invalid_request.
-async fn refuse_token_in_body(
+/// The user's `updated_at` in unix seconds: the stored claim (a number, or an RFC 3339 string),
+/// else `created_at`.
+fn updated_at(stored: &Value, created_at: i64) -> Option<i64> {
+    match stored.get("updated_at") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => humantime::parse_rfc3339_weak(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok()),
+        _ => Some(created_at),
+    }
+}
+
+fn rfc3339(t: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(t).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The access token when it came as `access_token` in the query or a form body (RFC 6750 §2.3,
+/// §2.2) rather than the Authorization header; `invalid_request` when it came more than one way.
+async fn token_outside_header(
+    method: &Method,
+    uri: &Uri,
     headers: &HeaderMap,
     body: axum::body::Body,
-) -> Result<(), OAuthError> {
-    let is_form = crate::form::is_form_urlencoded(headers);
-    let bytes = crate::form::read_body(body, MAX_FORM_BYTES).await?;
-    if is_form && url::form_urlencoded::parse(&bytes).any(|(k, _)| k == "access_token") {
-        return Err(OAuthError::invalid_request(
-            "access tokens are accepted only in the Authorization header, not in the body",
-        ));
+) -> Result<Option<String>, OAuthError> {
+    let from = |bytes: &[u8]| -> Vec<String> {
+        url::form_urlencoded::parse(bytes)
+            .filter(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    };
+    let mut found = from(uri.query().unwrap_or("").as_bytes());
+    if method == Method::POST && crate::form::is_form_urlencoded(headers) {
+        let bytes = crate::form::read_body(body, MAX_FORM_BYTES).await?;
+        found.extend(from(&bytes));
     }
-    Ok(())
+    let in_header = headers.contains_key(axum::http::header::AUTHORIZATION);
+    match (found.len(), in_header) {
+        (0, _) => Ok(None),
+        (1, false) => Ok(found.pop()),
+        _ => Err(OAuthError::invalid_request(
+            "the access token must be sent exactly once, by one method (RFC 6750 section 2)",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub async fn user_tokens(
                 acr: g.acr.as_deref(),
                 access_token: Some(&access.token),
                 code: u.code,
+                s_hash: g.s_hash.as_deref(),
             },
         )
         .await?;

@@ -3,6 +3,11 @@
 //! rotated token presented again is a replay, and the whole grant is revoked (OAuth 2.0
 //! Security BCP §4.14.2).
 //!
+//! Clients of a FAPI 2 level are the exception (FAPI 2.0 Security Profile §5.3.2.1: no rotation
+//! unless a retry with the previous token would succeed, which a replay-revokes-all design does
+//! not allow): their refresh token is kept, valid until its absolute expiry, and the response
+//! carries no new one (RFC 6749 §6 lets the server decide).
+//!
 //! The refresh token belongs to the client that authenticated (RFC 8705 §4: for confidential
 //! clients the client authentication binds it); the new access token is bound to the
 //! certificate presented now, when the client asks for bound tokens.
@@ -17,7 +22,8 @@ use crate::form::Form;
 use crate::issue;
 use crate::model::Client;
 use crate::state::AppState;
-use crate::store::{AuthorizationGrant, RedeemError};
+use crate::policy::Policy;
+use crate::store::{AuthorizationGrant, RedeemError, RotatedRefreshToken};
 
 pub async fn grant(
     state: &AppState,
@@ -43,27 +49,13 @@ pub async fn grant(
         }
     }
     let now = state.now();
-    let rotated = match state
-        .store
-        .rotate_refresh_token::<AuthorizationGrant>(
-            presented,
-            &client.client_id,
-            now,
-            now + state.lifetimes.refresh_token,
-        )
-        .await
-    {
-        Ok(r) => r,
-        Err(RedeemError::Reused { grant_id }) => {
-            let revoked = state.store.revoke_grant(&grant_id).await?;
-            tracing::warn!(client_id = %client.client_id, %grant_id,
-                access_tokens = revoked.access_tokens,
-                "a rotated refresh token was presented again: its grant is revoked");
-            return Err(RedeemError::Reused { grant_id }.into());
-        }
-        Err(e) => return Err(e.into()),
+    let (grant_id, g, successor) = if Policy::of(client).rotate_refresh_tokens() {
+        let r = rotate(state, client, presented, now).await?;
+        (r.grant_id, r.data, Some(r.refresh_token))
+    } else {
+        let (grant_id, data) = keep(state, client, presented, now).await?;
+        (grant_id, data, None)
     };
-    let g = rotated.data;
     // §6: the new access token's scope may be narrower than the grant's, never wider.
     let scope = narrow_scope(form.get("scope"), &g.scope)?;
     // OpenID Connect Core §12.2: a refreshed ID token keeps iss, sub, aud and auth_time, and
@@ -73,7 +65,7 @@ pub async fn grant(
         client,
         &UserGrant {
             grant: &g,
-            grant_id: &rotated.grant_id,
+            grant_id: &grant_id,
             scope: &scope,
             cnf_x5t_s256: cnf.as_deref(),
             nonce: None,
@@ -81,6 +73,64 @@ pub async fn grant(
         },
     )
     .await?;
-    insert(&mut body, "refresh_token", rotated.refresh_token);
+    if let Some(t) = successor {
+        insert(&mut body, "refresh_token", t);
+    }
     Ok(token_response(body))
+}
+
+/// The rotation: the presented token is spent and its successor made, or a replay revokes the
+/// grant.
+async fn rotate(
+    state: &AppState,
+    client: &Client,
+    presented: &str,
+    now: i64,
+) -> Result<RotatedRefreshToken<AuthorizationGrant>, OAuthError> {
+    match state
+        .store
+        .rotate_refresh_token::<AuthorizationGrant>(
+            presented,
+            &client.client_id,
+            now,
+            now + state.lifetimes.refresh_token,
+        )
+        .await
+    {
+        Ok(r) => Ok(r),
+        Err(RedeemError::Reused { grant_id }) => {
+            let revoked = state.store.revoke_grant(&grant_id).await?;
+            tracing::warn!(client_id = %client.client_id, %grant_id,
+                access_tokens = revoked.access_tokens,
+                "a rotated refresh token was presented again: its grant is revoked");
+            Err(RedeemError::Reused { grant_id }.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Without rotation: the token must be the client's, live and not revoked. Nothing is spent;
+/// a revocation racing with this refresh still wins, since the access token is written only
+/// while its grant is not revoked.
+async fn keep(
+    state: &AppState,
+    client: &Client,
+    presented: &str,
+    now: i64,
+) -> Result<(String, AuthorizationGrant), OAuthError> {
+    let record = state
+        .store
+        .get_refresh_token::<AuthorizationGrant>(presented)
+        .await?
+        .ok_or(RedeemError::Unknown)?;
+    if record.client_id != client.client_id {
+        return Err(RedeemError::WrongClient.into());
+    }
+    if record.revoked {
+        return Err(OAuthError::invalid_grant("the refresh token has been revoked"));
+    }
+    if !record.is_active(now) {
+        return Err(RedeemError::Expired.into());
+    }
+    Ok((record.grant_id, record.data))
 }

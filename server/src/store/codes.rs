@@ -33,6 +33,9 @@ pub struct AuthorizationGrant {
     /// The OpenID Connect `claims` request parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claims: Option<serde_json::Value>,
+    /// FAPI 1 levels: the `s_hash` of the request's state, for the token endpoint's ID token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s_hash: Option<String>,
     /// RFC 9396 rich authorization requests, as approved (set once RAR is built).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<serde_json::Value>,

@@ -32,6 +32,7 @@ use sqlx::sqlite::SqlitePool;
 use crate::error::OAuthError;
 
 pub use codes::AuthorizationGrant;
+pub use tokens::RotatedRefreshToken;
 pub use interactions::{Interaction, SignedIn};
 
 /// The bookkeeping table of the server's migrations (the keystore keeps its own in the same

@@ -191,7 +191,9 @@ mod tests {
         // The writer goes on.
         let n: i64 = writer
             .write(|c| {
-                Box::pin(async move { Ok(sqlx::query_scalar("SELECT 7").fetch_one(&mut *c).await?) })
+                Box::pin(
+                    async move { Ok(sqlx::query_scalar("SELECT 7").fetch_one(&mut *c).await?) },
+                )
             })
             .await
             .unwrap();

@@ -84,7 +84,7 @@ async fn submit(
                 .remember_consent(&user.user_id, &client.client_id, &request.scopes(), now)
                 .await
                 .map_err(|e| back.fail(e))?;
-            issue_code(state, &request, &user, now).await
+            issue_code(state, &client, &request, &user, now).await
         }
         .await
     } else {

@@ -43,6 +43,8 @@ pub(super) struct ToClient<'a> {
     state: &'a AppState,
     redirect_uri: &'a str,
     client_state: Option<&'a str>,
+    /// The response goes in the fragment (the hybrid flow) rather than the query.
+    fragment: bool,
 }
 
 impl<'a> ToClient<'a> {
@@ -51,17 +53,24 @@ impl<'a> ToClient<'a> {
         state: &'a AppState,
         redirect_uri: &'a str,
         client_state: Option<&'a str>,
+        fragment: bool,
     ) -> Self {
         ToClient {
             state,
             redirect_uri,
             client_state,
+            fragment,
         }
     }
 
     /// A validated request's way back.
     pub(super) fn of(state: &'a AppState, request: &'a AuthorizationRequest) -> Self {
-        Self::new(state, &request.redirect_uri, request.state.as_deref())
+        Self::new(
+            state,
+            &request.redirect_uri,
+            request.state.as_deref(),
+            request.in_fragment(),
+        )
     }
 
     /// Stops with `e` sent to the client; a store failure is logged and sent as `server_error`.
@@ -77,13 +86,18 @@ impl<'a> ToClient<'a> {
         ])
     }
 
-    /// RFC 6749 §4.1.2: the code.
-    pub(super) fn code(self, code: &str) -> Response {
-        self.redirect(&[("code", code)])
+    /// RFC 6749 §4.1.2: the code (OpenID Connect Core §3.3.2.5: with the ID token, in the
+    /// fragment, for `code id_token`).
+    pub(super) fn code(self, code: &str, id_token: Option<&str>) -> Response {
+        match id_token {
+            None => self.redirect(&[("code", code)]),
+            Some(t) => self.redirect(&[("code", code), ("id_token", t)]),
+        }
     }
 
-    /// 303 to the redirect_uri with `params`, then `state` and `iss` added to its query (keeping
-    /// any query it has, each value URL-encoded).
+    /// 303 to the redirect_uri with `params`, then `state` and `iss`: added to its query
+    /// (keeping any query it has), or for the hybrid flow written as its fragment; each value
+    /// URL-encoded.
     fn redirect(self, params: &[(&str, &str)]) -> Response {
         let Ok(mut url) = url::Url::parse(self.redirect_uri) else {
             // Registration only accepts URLs; a row edited by hand is no reason to redirect
@@ -92,15 +106,19 @@ impl<'a> ToClient<'a> {
                 "the client's redirect_uri is not a URL",
             ));
         };
-        {
-            let mut q = url.query_pairs_mut();
-            for (k, v) in params {
-                q.append_pair(k, v);
-            }
-            if let Some(s) = self.client_state {
-                q.append_pair("state", s);
-            }
-            q.append_pair("iss", &self.state.issuer);
+        let state = self.client_state.map(|s| ("state", s));
+        let all = params
+            .iter()
+            .copied()
+            .chain(state)
+            .chain([("iss", self.state.issuer.as_str())]);
+        if self.fragment {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(all)
+                .finish();
+            url.set_fragment(Some(&encoded));
+        } else {
+            url.query_pairs_mut().extend_pairs(all);
         }
         see_other(url.as_str()).unwrap_or_else(|e| pages::error(&e))
     }

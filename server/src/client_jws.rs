@@ -1,0 +1,342 @@
+//! A client's compact JWS checked against the client's JWK Set: the algorithm (PS256 or ES256),
+//! the key (named by `kid`, or without one the only key that fits), the signature (josekit on
+//! OpenSSL, through the memoised verifiers of [`crate::jws_keys`]).
+//!
+//! Shared by private_key_jwt client assertions (`client_auth`, `invalid_client`) and RFC 9101
+//! request objects (`request_object`, `invalid_request_object`). Refusals come back as small
+//! enums; each caller words them with its own noun ("client assertion", "request object") and
+//! turns them into its own error code.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use josekit::jwk::Jwk;
+use josekit::jws::{ES256, JwsVerifier, PS256};
+use serde_json::{Map, Value};
+
+/// A client-supplied string cut to a length fit for an error description.
+pub fn shorten(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
+
+/// The latest time RFC 3339 can write (9999-12-31T23:59:59Z): humantime's formatter fails (and
+/// `format!` would panic) beyond it, and an attacker chooses `exp`.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// A time for an error description: RFC 3339 and the number (`2025-06-15T15:06:40Z [1750000000]`),
+/// or the number alone when RFC 3339 cannot write it.
+pub fn when(t: i64) -> String {
+    let at = u64::try_from(t)
+        .ok()
+        .filter(|s| *s <= LAST_RFC3339_SECOND)
+        .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)));
+    match at {
+        Some(at) => format!("{} [{t}]", humantime::format_rfc3339_seconds(at)),
+        None => t.to_string(),
+    }
+}
+
+/// How an error description names the key: by its kid, or as the only one that fit.
+pub fn kid_text(kid: Option<&str>) -> String {
+    match kid {
+        Some(k) => format!("kid {:?}", shorten(k)),
+        None => "the only suitable key".into(),
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2): a JSON number, fractions truncated. The error is the end
+/// of a sentence whose subject ("… claim exp") the caller writes.
+pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, &'static str> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i))
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.trunc() as i64)),
+                    _ => Err("is not a usable NumericDate"),
+                }
+            }
+        }
+        Some(_) => Err("must be a NumericDate (seconds since the epoch)"),
+    }
+}
+
+/// The two signature algorithms FAPI allows for what clients sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    Ps256,
+    Es256,
+}
+
+impl Alg {
+    /// The algorithm a JWS header's `alg` names, if it is one of the two.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "PS256" => Some(Alg::Ps256),
+            "ES256" => Some(Alg::Es256),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Ps256 => "PS256",
+            Alg::Es256 => "ES256",
+        }
+    }
+
+    pub fn key_kind(self) -> &'static str {
+        match self {
+            Alg::Ps256 => "an RSA key",
+            Alg::Es256 => "an EC P-256 key",
+        }
+    }
+
+    /// Why `jwk` cannot verify this alg, or `None` if it fits.
+    pub fn unfit(self, jwk: &Map<String, Value>) -> Option<String> {
+        let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
+        let kty_ok = match self {
+            Alg::Ps256 => kty == "RSA",
+            Alg::Es256 => kty == "EC" && jwk.get("crv").and_then(Value::as_str) == Some("P-256"),
+        };
+        if !kty_ok {
+            let crv = jwk
+                .get("crv")
+                .and_then(Value::as_str)
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            return Some(format!(
+                "it is a {:?}{crv} key and {} needs {}",
+                shorten(kty),
+                self.name(),
+                self.key_kind()
+            ));
+        }
+        // FAPI 2.0 Security Profile §5.4.1: RSA keys of at least 2048 bits.
+        if self == Alg::Ps256 {
+            let n_bytes = jwk
+                .get("n")
+                .and_then(Value::as_str)
+                .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
+                .map(|n| n.iter().skip_while(|b| **b == 0).count())
+                .unwrap_or(0);
+            if n_bytes < 256 {
+                return Some(format!(
+                    "its modulus is {} bits; at least 2048 are required",
+                    n_bytes * 8
+                ));
+            }
+        }
+        if let Some(use_) = jwk.get("use").and_then(Value::as_str) {
+            if use_ != "sig" {
+                return Some(format!("its use is {:?}, not \"sig\"", shorten(use_)));
+            }
+        }
+        if let Some(alg) = jwk.get("alg").and_then(Value::as_str) {
+            if alg != self.name() {
+                return Some(format!("it is registered for alg {:?}", shorten(alg)));
+            }
+        }
+        if let Some(ops) = jwk.get("key_ops").and_then(Value::as_array) {
+            if !ops.iter().any(|o| o.as_str() == Some("verify")) {
+                return Some("its key_ops do not include \"verify\"".into());
+            }
+        }
+        None
+    }
+
+    fn verifier(self, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, josekit::JoseError> {
+        Ok(match self {
+            Alg::Ps256 => Box::new(PS256.verifier_from_jwk(jwk)?),
+            Alg::Es256 => Box::new(ES256.verifier_from_jwk(jwk)?),
+        })
+    }
+}
+
+/// Why no key of the client's JWK Set was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoKey {
+    /// The set is not `{"keys": [...]}`.
+    NotAJwkSet,
+    /// The header's kid names no key of the set.
+    UnknownKid(String),
+    /// The kid names keys, none of which can verify the alg; why, for each.
+    UnfitKid { kid: String, reasons: Vec<String> },
+    /// No kid, and no key fits the alg.
+    NoneFits,
+    /// No kid, and this many keys fit the alg.
+    Ambiguous(usize),
+}
+
+impl NoKey {
+    /// The refusal in words: `what` is the signed object as a sentence's subject ("client
+    /// assertion"), `noun` what "this PS256 …" calls it ("assertion").
+    pub fn describe(&self, what: &str, noun: &str, alg: Alg) -> String {
+        match self {
+            NoKey::NotAJwkSet => {
+                "the client's JWK Set is not a JWK Set ({\"keys\": [...]})".to_owned()
+            }
+            NoKey::UnknownKid(kid) => format!(
+                "{what} kid {:?} is not in the client's JWK Set",
+                shorten(kid)
+            ),
+            NoKey::UnfitKid { kid, reasons } => format!(
+                "the client's key kid {:?} cannot verify this {} {noun}: {}",
+                shorten(kid),
+                alg.name(),
+                reasons.join("; ")
+            ),
+            NoKey::NoneFits => format!(
+                "the client's JWK Set has no key for {} ({} with use \"sig\")",
+                alg.name(),
+                alg.key_kind()
+            ),
+            NoKey::Ambiguous(n) => format!(
+                "{what} has no kid and the client's JWK Set has {n} {} keys: name the key with \
+                 kid",
+                alg.name()
+            ),
+        }
+    }
+}
+
+/// Whether `jwks` holds a key with this kid (whatever it is fit for).
+pub fn has_kid(jwks: &Value, kid: &str) -> bool {
+    jwks.get("keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|k| k.get("kid").and_then(Value::as_str) == Some(kid))
+}
+
+/// The JWK that verifies a JWS: the one named by `kid`, or without a kid the only key of the
+/// set that fits `alg`.
+pub fn select_key<'j>(
+    jwks: &'j Value,
+    kid: Option<&str>,
+    alg: Alg,
+) -> Result<&'j Map<String, Value>, NoKey> {
+    let keys: Vec<&Map<String, Value>> = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(NoKey::NotAJwkSet)?
+        .iter()
+        .filter_map(Value::as_object)
+        .collect();
+    match kid {
+        Some(kid) => {
+            let named: Vec<_> = keys
+                .iter()
+                .copied()
+                .filter(|k| k.get("kid").and_then(Value::as_str) == Some(kid))
+                .collect();
+            if named.is_empty() {
+                return Err(NoKey::UnknownKid(kid.to_owned()));
+            }
+            let mut reasons = Vec::new();
+            for k in &named {
+                match alg.unfit(k) {
+                    None => return Ok(k),
+                    Some(why) => reasons.push(why),
+                }
+            }
+            Err(NoKey::UnfitKid {
+                kid: kid.to_owned(),
+                reasons,
+            })
+        }
+        None => {
+            let fit: Vec<_> = keys
+                .iter()
+                .copied()
+                .filter(|k| alg.unfit(k).is_none())
+                .collect();
+            match fit.as_slice() {
+                [only] => Ok(only),
+                [] => Err(NoKey::NoneFits),
+                many => Err(NoKey::Ambiguous(many.len())),
+            }
+        }
+    }
+}
+
+/// Why a signature was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadSignature {
+    /// The chosen JWK does not make a verifier (e.g. a malformed modulus).
+    UnusableKey,
+    /// The signature does not verify.
+    Invalid,
+    /// Not a well-formed compact JWS of the algorithm.
+    Malformed,
+}
+
+impl BadSignature {
+    /// The refusal in words; `what` as in [`NoKey::describe`], `kid` the header's.
+    pub fn describe(self, what: &str, kid: Option<&str>, alg: Alg) -> String {
+        match self {
+            BadSignature::UnusableKey => format!(
+                "the client's JWK ({}) is not a usable {} verification key",
+                kid_text(kid),
+                alg.name()
+            ),
+            BadSignature::Invalid => format!(
+                "{what} signature does not verify with {} of the client's JWK Set",
+                kid_text(kid)
+            ),
+            BadSignature::Malformed => {
+                format!("{what} is not a well-formed {} JWS", alg.name())
+            }
+        }
+    }
+}
+
+/// Verifies the compact JWS `input` with `jwk` (chosen by [`select_key`]) under `alg`, and
+/// returns its payload.
+pub fn verify(input: &str, jwk: &Map<String, Value>, alg: Alg) -> Result<Vec<u8>, BadSignature> {
+    let mut jwk = jwk.clone();
+    // The kid was matched by select_key; josekit would otherwise insist on it in the header.
+    jwk.remove("kid");
+    let verifier = crate::jws_keys::verifier(alg.name(), &jwk, |jwk| alg.verifier(jwk))
+        .map_err(|_| BadSignature::UnusableKey)?;
+    let (payload, _header) =
+        josekit::jws::deserialize_compact(input, verifier.as_ref()).map_err(|e| match e {
+            josekit::JoseError::InvalidSignature(_) => BadSignature::Invalid,
+            _ => BadSignature::Malformed,
+        })?;
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_past_year_9999_are_written_as_numbers_not_a_panic() {
+        assert!(when(0).starts_with("1970-01-01T00:00:00Z"));
+        assert_eq!(when(300_000_000_000), "300000000000");
+        assert_eq!(when(i64::MAX), i64::MAX.to_string());
+        assert_eq!(when(-5), "-5");
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_unfit() {
+        let key = |bits: usize| {
+            let mut n = vec![0xffu8; bits / 8];
+            n.insert(0, 0); // a leading zero byte does not count
+            let jwk =
+                serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"});
+            jwk.as_object().cloned().unwrap()
+        };
+        assert!(Alg::Ps256.unfit(&key(2048)).is_none());
+        let why = Alg::Ps256.unfit(&key(1024)).unwrap();
+        assert!(why.contains("1024 bits"), "{why}");
+    }
+}
