@@ -150,6 +150,8 @@ enum Probe {
     AuthWith(Method, Endpoint),
     /// POST /api/v2/clients: the column's client metadata, edited.
     Register(fn(&mut Value)),
+    /// PATCH a new client of the column's level with the edited `{}`.
+    PatchNew(fn(&mut Value)),
     /// PATCH the column's level onto a null client that registered a wildcard callback.
     PatchLevelOntoWildcard,
     /// The ID tokens of the column's flow: `s_hash` of the state in each (Yes), in none (No).
@@ -224,7 +226,8 @@ const VALIDATIONS: &[Row] = &[
           probe: Probe::AuthorizeWithoutPar,                                                 expect: [PAR_ERROR,   PAR_ERROR,   PAR_ERROR,   PAR_ERROR,   Ex::Proceeds] },
 
     Row { seed: V3, seed_says: "Y Y Y Y", sends: "PAR without code_challenge",
-          probe: Probe::Par(|r| r.remove("code_challenge")),                                 expect: [REQ,         REQ,         REQ,         REQ,         OK201] },
+          probe: Probe::Par(|r| { r.remove("code_challenge"); r.remove("code_challenge_method") }),
+                                                                                             expect: [REQ,         REQ,         REQ,         REQ,         OK201] },
     Row { seed: V3, seed_says: "Y Y Y Y", sends: "PAR with code_challenge_method=plain",
           probe: Probe::Par(|r| { let v = r.pkce.verifier.clone(); r.set("code_challenge", &v); r.set("code_challenge_method", "plain") }),
                                                                                              expect: [REQ,         REQ,         REQ,         REQ,         REQ] },
@@ -237,6 +240,8 @@ const VALIDATIONS: &[Row] = &[
           probe: Probe::Register(wildcard_callbacks),                                        expect: [REDIRECT_URI_META, REDIRECT_URI_META, OK201, OK201, OK201] },
     Row { seed: V4, seed_says: "Y Y N N", sends: "PATCH the level onto a client with https://*.example.com/cb",
           probe: Probe::PatchLevelOntoWildcard,                                              expect: [REDIRECT_URI_META, REDIRECT_URI_META, OK200, OK200, OK200] },
+    Row { seed: V4, seed_says: "Y Y N N", sends: "PATCH redirect_uris with https://*.example.com/cb onto a client of the level",
+          probe: Probe::PatchNew(wildcard_callbacks),                                        expect: [REDIRECT_URI_META, REDIRECT_URI_META, OK200, OK200, OK200] },
     Row { seed: V4, seed_says: "Y Y N N", sends: "PAR with redirect_uri https://a.example.com/cb (registered: https://*.example.com/cb)",
           probe: Probe::ParBy(wildcard_callbacks, |r| r.set("redirect_uri", "https://a.example.com/cb")),
                                                                                              expect: [NA,          NA,          OK201,       OK201,       OK201] },
@@ -336,16 +341,30 @@ const VALIDATIONS: &[Row] = &[
     Row { seed: V13, seed_says: "code id_token, code id_token, code, code", sends: "PAR with response_type=code id_token and response_mode=query",
           probe: Probe::Par(|r| { r.set("response_type", "code id_token"); r.set("response_mode", "query") }),
                                                                                              expect: [REQ,         REQ,         NA,          NA,          REQ] },
+    Row { seed: V13, seed_says: "code id_token, code id_token, code, code", sends: "PAR with response_type=code id_token and response_mode=fragment",
+          probe: Probe::Par(|r| { r.set("response_type", "code id_token"); r.set("response_mode", "fragment") }),
+                                                                                             expect: [OK201,       OK201,       NA,          NA,          OK201] },
+    Row { seed: V13, seed_says: "code id_token, code id_token, code, code", sends: "PAR with response_type=code id_token by a client that registered only code",
+          probe: Probe::ParBy(|m| m["response_types"] = json!(["code"]), |r| r.set("response_type", "code id_token")),
+                                                                                             expect: [NA,          NA,          RESP_TYPE,   RESP_TYPE,   RESP_TYPE] },
 
     Row { seed: V14, seed_says: "N N/A Y N/A", sends: "PAR, assertion aud = the PAR endpoint URL (mTLS alias)",
           probe: Probe::Par(|r| r.aud = Some(json!(format!("{}/par", r.mtls_base)))),        expect: [OK201,       NA,          CLIENT,      NA,          PKJ_201] },
+    Row { seed: V14, seed_says: "N N/A Y N/A", sends: "PAR, assertion aud = the PAR endpoint URL (issuer's host)",
+          probe: Probe::Par(|r| r.aud = Some(json!(format!("{}/par", r.issuer)))),           expect: [OK201,       NA,          CLIENT,      NA,          PKJ_201] },
+    Row { seed: V14, seed_says: "N N/A Y N/A", sends: "PAR, assertion aud = the token endpoint URL",
+          probe: Probe::Par(|r| r.aud = Some(json!(format!("{}/token", r.issuer)))),         expect: [OK201,       NA,          CLIENT,      NA,          PKJ_201] },
     Row { seed: V14, seed_says: "N N/A Y N/A", sends: "PAR, assertion aud = [issuer] (an array)",
           probe: Probe::Par(|r| r.aud = Some(json!([r.issuer.clone()]))),                    expect: [OK201,       NA,          CLIENT,      NA,          PKJ_201] },
     Row { seed: V14, seed_says: "N N/A Y N/A", sends: "PAR, assertion aud = the issuer (the control)",
           probe: Probe::Par(|r| r.aud = Some(json!(r.issuer.clone()))),                      expect: [OK201,       NA,          OK201,       NA,          PKJ_201] },
 
-    Row { seed: V15, seed_says: "N N Y Y", sends: "PAR without redirect_uri (one redirect URI registered)",
-          probe: Probe::Par(|r| r.remove("redirect_uri")),                                   expect: [OK201,       OK201,       REQ,         REQ,         OK201] },
+    // Contract (lead, 10:20): FAPI 1 needs redirect_uri inside the request object (FAPI 1.0
+    // Baseline §5.2.2 item 9); the seed's N is about the PAR form beside the object.
+    Row { seed: V15, seed_says: "N N Y Y", sends: "PAR without redirect_uri, in the request object or beside it (one redirect URI registered)",
+          probe: Probe::Par(|r| r.remove("redirect_uri")),                                   expect: [REQ,         REQ,         REQ,         REQ,         OK201] },
+    Row { seed: V15, seed_says: "N N Y Y", sends: "PAR with a PS256 request object holding redirect_uri, none beside it",
+          probe: Probe::Par(|r| r.carry = Carry::Signed(JwsAlg::Ps256)),                     expect: [OK201,       OK201,       OK201,       OK201,       OK201] },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -383,6 +402,10 @@ const BEHAVIOUR: &[Row] = &[
           probe: Probe::Register(|m| m["par_request_expiry"] = json!(600)),                  expect: [METADATA,    METADATA,    METADATA,    METADATA,    METADATA] },
     Row { seed: B6, seed_says: "(Management API tab)", sends: "POST /api/v2/clients with par_request_expiry 0",
           probe: Probe::Register(|m| m["par_request_expiry"] = json!(0)),                    expect: [METADATA,    METADATA,    METADATA,    METADATA,    METADATA] },
+    Row { seed: B6, seed_says: "(Management API tab)", sends: "PATCH par_request_expiry 45 onto a client of the level",
+          probe: Probe::PatchNew(|m| m["par_request_expiry"] = json!(45)),                   expect: [OK200,       OK200,       OK200,       OK200,       OK200] },
+    Row { seed: B6, seed_says: "(Management API tab)", sends: "PATCH par_request_expiry 600 onto a client of the level",
+          probe: Probe::PatchNew(|m| m["par_request_expiry"] = json!(600)),                  expect: [METADATA,    METADATA,    METADATA,    METADATA,    METADATA] },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -436,7 +459,11 @@ impl Ctx {
         if self.flows[v].is_none() {
             self.flows[v] = Some(tokens(&self.fapi, &mut self.browser, &self.clients[v]));
         }
-        self.flows[v].as_ref().unwrap().as_ref().map_err(Clone::clone)
+        self.flows[v]
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -485,10 +512,7 @@ fn run(ctx: &mut Ctx, v: usize, probe: Probe) -> Got {
             got(&c.post_with(
                 server,
                 "/token",
-                &pairs(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &refresh),
-                ]),
+                &pairs(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]),
                 None,
                 &h,
             ))
@@ -521,6 +545,17 @@ fn run(ctx: &mut Ctx, v: usize, probe: Probe) -> Got {
             let (mut m, _) = ctx.fapi.metadata(level, method);
             edit(&mut m);
             got(&ctx.fapi.api("POST", "/api/v2/clients", &m))
+        }
+        Probe::PatchNew(edit) => {
+            let c = match ctx.fapi.try_client(level, method, |_| {}) {
+                Ok(c) => c,
+                Err(r) => return Got::Other(format!("registration refused: {:?}", got(&r))),
+            };
+            let mut patch = json!({});
+            edit(&mut patch);
+            got(&ctx
+                .fapi
+                .api("PATCH", &format!("/api/v2/clients/{}", c.id), &patch))
         }
         Probe::PatchLevelOntoWildcard => {
             let c = match ctx.fapi.try_client(Level::None, method, wildcard_callbacks) {
@@ -640,7 +675,9 @@ fn s_hash(ctx: &mut Ctx, v: usize) -> Got {
     } else if present.iter().all(|p| !*p) {
         Got::No
     } else {
-        Got::Other(format!("s_hash in some ID tokens only: {id_tokens:?} {present:?}"))
+        Got::Other(format!(
+            "s_hash in some ID tokens only: {id_tokens:?} {present:?}"
+        ))
     }
 }
 
@@ -917,7 +954,11 @@ fn compliance_level_is_set_read_and_cleared_through_the_management_api_and_the_c
     // PATCH onto a null client, then cleared with JSON null.
     let c = fapi.client(Level::None, Method::PrivateKeyJwt);
     let path = format!("/api/v2/clients/{}", c.id);
-    let r = fapi.api("PATCH", &path, &json!({"compliance_level": "fapi2_sp_pkj_mtls"}));
+    let r = fapi.api(
+        "PATCH",
+        &path,
+        &json!({"compliance_level": "fapi2_sp_pkj_mtls"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["compliance_level"], "fapi2_sp_pkj_mtls");
     let r = fapi.api("GET", &path, &json!({}));
@@ -960,7 +1001,12 @@ fn compliance_level_is_set_read_and_cleared_through_the_management_api_and_the_c
         &format!("/api/v2/clients/{}", created["client_id"].as_str().unwrap()),
         &json!({}),
     );
-    assert_eq!(r.json()["compliance_level"], "fapi1_adv_pkj_par", "{}", r.body);
+    assert_eq!(
+        r.json()["compliance_level"],
+        "fapi1_adv_pkj_par",
+        "{}",
+        r.body
+    );
 }
 
 #[test]

@@ -116,6 +116,55 @@ fn token_exchange(fapi: &Fapi, client: &FapiClient, flow: &Flow, front_sub: Opti
         "{}",
         r.body
     );
+
+    // Last, since a replayed FAPI 1 refresh token takes the grant down.
+    // A refresh: the new access token is bound too. FAPI 2 keeps the refresh token (FAPI 2.0
+    // SP §5.3.2.1 item 10: no rotation); FAPI 1 rotates it, and the old one is then refused.
+    let refresh = str_claim(&t, "refresh_token");
+    let again = |token: &str| {
+        client.post(
+            server,
+            "/token",
+            &pairs(&[("grant_type", "refresh_token"), ("refresh_token", token)]),
+        )
+    };
+    let r = again(refresh);
+    assert_eq!(r.status, 200, "refresh: {}", r.body);
+    let renewed = r.json();
+    let at2 = verify_jwt(
+        server,
+        str_claim(&renewed, "access_token"),
+        &server.issuer(),
+        Some("at+jwt"),
+    )
+    .unwrap();
+    assert_eq!(
+        at2["cnf"]["x5t#S256"],
+        x5t_s256(&client.cert).as_str(),
+        "{at2}"
+    );
+    if client.level.fapi2() {
+        assert!(
+            renewed.get("refresh_token").is_none_or(|r| r == refresh),
+            "FAPI 2: not rotated: {renewed}"
+        );
+        let r = again(refresh);
+        assert_eq!(
+            r.status, 200,
+            "FAPI 2: the refresh token keeps working: {}",
+            r.body
+        );
+    } else {
+        let next = str_claim(&renewed, "refresh_token");
+        assert_ne!(next, refresh, "FAPI 1: rotated");
+        let r = again(refresh);
+        assert_eq!(
+            oauth_error(&r).map(|(s, e, _)| (s, e)),
+            Some((400, "invalid_grant".to_owned())),
+            "the rotated-out refresh token: {}",
+            r.body
+        );
+    }
 }
 
 /// The hybrid response (FAPI 1 Advanced §5.2.2.1, OpenID Connect Core §3.3.2.5): everything in
@@ -127,7 +176,11 @@ fn check_hybrid_response(fapi: &Fapi, client: &FapiClient, flow: &Flow) -> Strin
     let state = flow.request.param("state").unwrap();
     let nonce = flow.request.param("nonce").unwrap();
     assert!(cb.query.is_empty(), "nothing in the query: {}", cb.location);
-    assert_eq!(cb.in_fragment("state"), Some(state), "the request object's state");
+    assert_eq!(
+        cb.in_fragment("state"),
+        Some(state),
+        "the request object's state"
+    );
     assert_eq!(cb.in_fragment("iss"), Some(server.issuer().as_str()));
     let id_token = cb
         .in_fragment("id_token")
@@ -308,6 +361,9 @@ const SIGNED_DEFECTS: &[Defect] = &[
     ("request_uri inside the request object", |r| {
         r.set("request_uri", "urn:ietf:params:oauth:request_uri:abc")
     }),
+    ("request inside the request object", |r| {
+        r.set("request", "eyJhbGciOiJub25lIn0.e30.")
+    }),
 ];
 
 /// Each is a FAPI 1 request object, well signed, encrypted to the server's key, with one thing
@@ -317,7 +373,9 @@ const ENCRYPTED_DEFECTS: &[Defect] = &[
     ("tampered authentication tag", |r| {
         r.mangle = Some(|s| tamper(s, 4))
     }),
-    ("tampered encrypted key", |r| r.mangle = Some(|s| tamper(s, 1))),
+    ("tampered encrypted key", |r| {
+        r.mangle = Some(|s| tamper(s, 1))
+    }),
     ("tampered initialisation vector", |r| {
         r.mangle = Some(|s| tamper(s, 2))
     }),
@@ -361,6 +419,15 @@ fn request_object_defects_are_invalid_request_object() {
 
     // The controls: the same request objects without the defect.
     check(&fapi, "control: signed", &|_| {}, accepted.clone());
+    check(
+        &fapi,
+        "control: aud an array holding the issuer",
+        &|r| {
+            let aud = json!([r.issuer.clone(), "https://elsewhere.example"]);
+            r.ro.insert("aud".into(), aud);
+        },
+        accepted.clone(),
+    );
     let key = encryption_key(&fapi.server);
     let encrypted = |r: &mut AuthzRequest, key: &EncKey, content| {
         r.encrypt = Some((key.clone(), KeyWrap::RsaOaep, content));
@@ -454,4 +521,120 @@ fn request_object_defects_are_invalid_request_object() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nothing of the levels leaks onto clients without one.
+
+#[test]
+fn a_client_without_a_level_gets_the_hybrid_response_without_s_hash_and_unbound_tokens() {
+    let fapi = Fapi::start("");
+    let server = &fapi.server;
+    // Registered both response types (Fapi::metadata), no level, no binding asked for.
+    let client = fapi.client(Level::None, Method::PrivateKeyJwt);
+    let mut browser = Browser::new(server);
+    let mut request = AuthzRequest::for_client(server, &client);
+    assert_eq!(request.carry, Carry::Plain);
+    request.set("response_type", "code id_token");
+    let state = request.param("state").unwrap().to_owned();
+    let nonce = request.param("nonce").unwrap().to_owned();
+    let flow = front_channel(&fapi, &mut browser, &client, request).unwrap();
+    assert_eq!(flow.expires_in, SERVER_PAR_LIFETIME);
+    let cb = &flow.callback;
+    assert!(cb.query.is_empty(), "the fragment only: {}", cb.location);
+    assert_eq!(cb.in_fragment("state"), Some(state.as_str()));
+    assert_eq!(cb.in_fragment("iss"), Some(server.issuer().as_str()));
+    let front = verify_jwt(
+        server,
+        cb.in_fragment("id_token").unwrap(),
+        &client.id,
+        None,
+    )
+    .unwrap();
+    assert_eq!(front["nonce"], nonce.as_str());
+    assert_eq!(front["c_hash"], left_half_sha256(&flow.code).as_str());
+    assert!(front.get("s_hash").is_none(), "s_hash is FAPI 1's: {front}");
+
+    let r = redeem(&fapi, &client, &flow);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json();
+    let id = verify_jwt(server, str_claim(&t, "id_token"), &client.id, None).unwrap();
+    assert!(id.get("s_hash").is_none(), "{id}");
+    let access = str_claim(&t, "access_token");
+    let at = verify_jwt(server, access, &server.issuer(), Some("at+jwt")).unwrap();
+    assert!(
+        at.get("cnf").is_none(),
+        "not bound unless the client asks: {at}"
+    );
+    // Unbound: /userinfo without any certificate; updated_at an RFC 3339 string.
+    let r = send(
+        server.port,
+        "GET",
+        "/userinfo",
+        &[("Authorization".into(), format!("Bearer {access}"))],
+        None,
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let updated = r.json()["updated_at"].clone();
+    assert!(
+        updated.as_str().and_then(parse_rfc3339).is_some(),
+        "{updated}"
+    );
+
+    // A null client that asks for binding gets it.
+    let bound = fapi
+        .try_client(Level::None, Method::TlsClientAuth, |m| {
+            m["tls_client_certificate_bound_access_tokens"] = json!(true)
+        })
+        .unwrap_or_else(|r| panic!("{}", r.body));
+    let (_, t) = tokens(&fapi, &mut browser, &bound).unwrap();
+    let at = verify_jwt(
+        server,
+        str_claim(&t, "access_token"),
+        &server.issuer(),
+        Some("at+jwt"),
+    )
+    .unwrap();
+    assert_eq!(at["cnf"]["x5t#S256"], x5t_s256(&bound.cert).as_str());
+}
+
+#[test]
+fn updated_at_is_the_users_stored_claim_in_the_clients_format() {
+    let fapi = Fapi::start("");
+    let server = &fapi.server;
+    // 2023-11-14T22:13:20Z, stored as a number and as a string.
+    let t = 1_700_000_000;
+    create_user(server, "bob", &json!({"name": "Bob", "updated_at": t}));
+    create_user(
+        server,
+        "carol",
+        &json!({"name": "Carol", "updated_at": "2023-11-14T22:13:20Z"}),
+    );
+    let level_client = fapi.client(Level::Fapi2SpPkjMtls, Method::PrivateKeyJwt);
+    let null_client = fapi.client(Level::None, Method::PrivateKeyJwt);
+    for user in ["bob", "carol"] {
+        let mut browser = Browser::signing_in_as(server, user, PASSWORD);
+        for client in [&level_client, &null_client] {
+            let (_, tokens) = tokens(&fapi, &mut browser, client).unwrap();
+            let u = userinfo(
+                &fapi,
+                client,
+                str_claim(&tokens, "access_token"),
+                TokenIn::Header,
+                &[],
+            );
+            assert_eq!(u.status, 200, "{}", u.body);
+            let updated = u.json()["updated_at"].clone();
+            if client.level == Level::None {
+                assert_eq!(
+                    updated.as_str().and_then(parse_rfc3339),
+                    Some(t),
+                    "{user}, no level: {updated}"
+                );
+            } else {
+                assert_eq!(updated, json!(t), "{user}, a level: a unix timestamp");
+            }
+        }
+    }
 }

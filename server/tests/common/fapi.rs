@@ -269,9 +269,9 @@ fn note_code(code: &str) {
 fn observe(what: &str, sent_interaction_id: Option<&str>, r: &Response) {
     let problem = match (r.header("x-fapi-interaction-id"), sent_interaction_id) {
         (None, _) => Some("no x-fapi-interaction-id".to_owned()),
-        (Some(got), Some(sent)) if is_uuid(sent) && got != sent => {
-            Some(format!("x-fapi-interaction-id {got:?}, not the {sent:?} sent"))
-        }
+        (Some(got), Some(sent)) if is_uuid(sent) && got != sent => Some(format!(
+            "x-fapi-interaction-id {got:?}, not the {sent:?} sent"
+        )),
         (Some(got), _) if !is_uuid(got) => {
             Some(format!("x-fapi-interaction-id {got:?} is not a UUID"))
         }
@@ -289,6 +289,12 @@ fn observe(what: &str, sent_interaction_id: Option<&str>, r: &Response) {
     });
     if let Ok(v) = serde_json::from_str::<Value>(&r.body) {
         if let Some(code) = v.get("error").and_then(Value::as_str) {
+            note_code(code);
+        }
+    }
+    // An error page shows its code as `Error: <code>…</code>`.
+    if let Some(rest) = r.body.split("Error: <code>").nth(1) {
+        if let Some(code) = rest.split("</code>").next() {
             note_code(code);
         }
     }
@@ -321,7 +327,8 @@ pub fn send(
     body: Option<(&str, &str)>,
     identity: Identity<'_>,
 ) -> Response {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n");
+    let mut raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n");
     for (n, v) in headers {
         raw.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -337,7 +344,11 @@ pub fn send(
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("x-fapi-interaction-id"))
         .map(|(_, v)| v.as_str());
-    observe(&format!("{method} {}", path.split('?').next().unwrap_or(path)), sent, &r);
+    observe(
+        &format!("{method} {}", path.split('?').next().unwrap_or(path)),
+        sent,
+        &r,
+    );
     r
 }
 
@@ -566,9 +577,8 @@ pub fn jwe(
         ContentEnc::A128CbcHs256 => {
             let (mac_key, enc_key) = cek.split_at(16);
             let iv = random_bytes::<16>().to_vec();
-            let ct =
-                openssl::symm::encrypt(Cipher::aes_128_cbc(), enc_key, Some(&iv), plaintext)
-                    .unwrap();
+            let ct = openssl::symm::encrypt(Cipher::aes_128_cbc(), enc_key, Some(&iv), plaintext)
+                .unwrap();
             let al = ((aad.len() as u64) * 8).to_be_bytes();
             let mut mac_input = aad.to_vec();
             mac_input.extend_from_slice(&iv);
@@ -742,7 +752,11 @@ impl Level {
 
     /// The response type of the level's flow.
     pub fn response_type(self) -> &'static str {
-        if self.fapi1() { "code id_token" } else { "code" }
+        if self.fapi1() {
+            "code id_token"
+        } else {
+            "code"
+        }
     }
 }
 
@@ -893,28 +907,11 @@ impl Fapi {
             |dir| std::fs::write(dir.join("client-ca.pem"), &ca_pem).unwrap(),
         );
         let user_created = now() - 1;
-        let claims = server.dir.path().join("alice.json");
-        std::fs::write(
-            &claims,
-            json!({"name": "Alice Example", "email": "alice@example.com", "email_verified": true})
-                .to_string(),
-        )
-        .unwrap();
-        let out = server.cli(
-            &[
-                "users",
-                "create",
-                "--username",
-                USERNAME,
-                "--claims-file",
-                claims.to_str().unwrap(),
-            ],
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(
-            out.status.success(),
-            "users create: {}",
-            String::from_utf8_lossy(&out.stderr)
+        create_user(
+            &server,
+            USERNAME,
+            &json!({"name": "Alice Example", "email": "alice@example.com",
+                    "email_verified": true}),
         );
         // The operator's client (CLI bootstrap), then client_credentials for the API.
         let rsa = new_rsa();
@@ -942,7 +939,10 @@ impl Fapi {
             &pairs(&[
                 ("grant_type", "client_credentials"),
                 ("audience", &format!("{}/api/v2/", server.issuer())),
-                ("scope", "read:clients create:clients update:clients delete:clients"),
+                (
+                    "scope",
+                    "read:clients create:clients update:clients delete:clients",
+                ),
                 ("client_assertion_type", ASSERTION_TYPE),
                 ("client_assertion", &a),
             ]),
@@ -1042,6 +1042,28 @@ impl Fapi {
         self.try_client(level, method, |_| {})
             .unwrap_or_else(|r| panic!("register {level:?} {method:?}: {} {}", r.status, r.body))
     }
+}
+
+/// Creates a user (password [`PASSWORD`]) with these claims through the CLI.
+pub fn create_user(server: &Server, username: &str, claims: &Value) {
+    let file = server.dir.path().join(format!("{username}.json"));
+    std::fs::write(&file, claims.to_string()).unwrap();
+    let out = server.cli(
+        &[
+            "users",
+            "create",
+            "--username",
+            username,
+            "--claims-file",
+            file.to_str().unwrap(),
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "users create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub struct ClientKeys {
@@ -1247,6 +1269,8 @@ pub fn authorize_path(client_id: &str, request_uri: &str) -> String {
 pub struct Browser {
     pub port: u16,
     pub cookies: Vec<(String, String)>,
+    /// Who signs in: (username, password).
+    pub user: (String, String),
 }
 
 #[derive(Debug)]
@@ -1329,9 +1353,14 @@ pub fn forms(html: &str) -> Vec<HtmlForm> {
 
 impl Browser {
     pub fn new(server: &Server) -> Self {
+        Self::signing_in_as(server, USERNAME, PASSWORD)
+    }
+
+    pub fn signing_in_as(server: &Server, username: &str, password: &str) -> Self {
         Browser {
             port: server.port,
             cookies: Vec::new(),
+            user: (username.to_owned(), password.to_owned()),
         }
     }
 
@@ -1437,7 +1466,8 @@ impl Browser {
             .find(|f| f.fields.iter().any(|(n, _)| n == "password"))
         {
             Some(login) => {
-                self.submit(&login, &[("username", USERNAME), ("password", PASSWORD)], None)
+                let (u, p) = self.user.clone();
+                self.submit(&login, &[("username", &u), ("password", &p)], None)
             }
             None => page,
         };
