@@ -56,6 +56,11 @@ enum Ex {
     /// The error sent back to the client's redirect_uri (with `state` and `iss`): `error` and
     /// exactly this `error_description`.
     Redirected(&'static str, &'static str),
+    /// The error sent back to the client, or shown as the error page (the request's
+    /// redirect_uri cannot be trusted yet): this `error`.
+    Refused(&'static str),
+    /// The error page (400), showing this `error`.
+    Page(&'static str),
     /// /authorize went on (to the sign-in page).
     Proceeds,
     /// Behaviour rows: the level's behaviour is there, or it is not.
@@ -78,6 +83,7 @@ const GRANT: Ex = Ex::Err(400, "invalid_grant");
 const REDIRECT_URI_META: Ex = Ex::Err(400, "invalid_redirect_uri");
 const METADATA: Ex = Ex::Err(400, "invalid_client_metadata");
 const PAR_ERROR: Ex = Ex::Redirected("invalid_request", PAR_REQUIRED);
+const REFUSED_REQ: Ex = Ex::Refused("invalid_request");
 const Y: Ex = Ex::Yes;
 const N: Ex = Ex::No;
 const NA: Ex = Ex::NA;
@@ -89,6 +95,7 @@ enum Got {
     Ok(u16),
     Err(u16, String, String),
     Redirected(String, String),
+    Page(String),
     Proceeds,
     Yes,
     No,
@@ -100,6 +107,8 @@ fn matches(ex: Ex, got: &Got) -> bool {
         (Ex::Ok(a), Got::Ok(b)) => a == *b,
         (Ex::Err(s, e), Got::Err(s2, e2, _)) => s == *s2 && e == e2,
         (Ex::Redirected(e, d), Got::Redirected(e2, d2)) => e == e2 && d == d2,
+        (Ex::Refused(e), Got::Redirected(e2, _) | Got::Page(e2)) => e == e2,
+        (Ex::Page(e), Got::Page(e2)) => e == e2,
         (Ex::Proceeds, Got::Proceeds) | (Ex::Yes, Got::Yes) | (Ex::No, Got::No) => true,
         _ => false,
     }
@@ -140,6 +149,9 @@ enum Probe {
     ParBy(fn(&mut Value), fn(&mut AuthzRequest)),
     /// GET /authorize with the request's parameters in the query (no PAR), new browser.
     AuthorizeWithoutPar,
+    /// GET /authorize with client_id and a PS256 request object by value (the level's
+    /// request, edited), new browser.
+    AuthorizeByValue(fn(&mut AuthzRequest)),
     /// /userinfo with the column's access token carried so, with these headers.
     Userinfo(TokenIn, Headers),
     /// A refresh at /token with these headers.
@@ -251,6 +263,10 @@ const VALIDATIONS: &[Row] = &[
 
     Row { seed: V5, seed_says: "Y Y N N", sends: "PAR with plain parameters (no request object)",
           probe: Probe::Par(|r| r.carry = Carry::Plain),                                     expect: [REQ,         REQ,         OK201,       OK201,       OK201] },
+    Row { seed: V5, seed_says: "Y Y N N", sends: "GET /authorize with a PS256 request object by value (no PAR)",
+          probe: Probe::AuthorizeByValue(|_| {}),                                            expect: [REFUSED_REQ, REFUSED_REQ, REFUSED_REQ, REFUSED_REQ, Ex::Proceeds] },
+    Row { seed: V5, seed_says: "Y Y N N", sends: "GET /authorize with a request object by value whose signature is bad (no PAR)",
+          probe: Probe::AuthorizeByValue(|r| r.mangle = Some(|s| tamper(s, 2))),             expect: [NA,          NA,          NA,          NA,          Ex::Page("invalid_request_object")] },
     Row { seed: V5, seed_says: "Y Y N N", sends: "PAR with a PS256 request object",
           probe: Probe::Par(|r| r.carry = Carry::Signed(JwsAlg::Ps256)),                     expect: [OK201,       OK201,       OK201,       OK201,       OK201] },
 
@@ -487,7 +503,8 @@ fn run(ctx: &mut Ctx, v: usize, probe: Probe) -> Got {
             edit(&mut r);
             got(&r.push(server, &c))
         }
-        Probe::AuthorizeWithoutPar => authorize_without_par(ctx, v),
+        Probe::AuthorizeWithoutPar => authorize_without_par(ctx, v, None),
+        Probe::AuthorizeByValue(edit) => authorize_without_par(ctx, v, Some(edit)),
         Probe::Userinfo(how, headers) => {
             let token = match ctx.flow(v) {
                 Ok((_, t)) => t["access_token"].as_str().unwrap_or_default().to_owned(),
@@ -603,15 +620,26 @@ fn run(ctx: &mut Ctx, v: usize, probe: Probe) -> Got {
     }
 }
 
-fn authorize_without_par(ctx: &mut Ctx, v: usize) -> Got {
+/// /authorize without PAR: the request's parameters in the query (`by_value`: `None`), or a
+/// request object by value (`Some(edit)`: the PS256 object of the level's request, edited).
+fn authorize_without_par(ctx: &mut Ctx, v: usize, by_value: Option<fn(&mut AuthzRequest)>) -> Got {
     let c = &ctx.clients[v];
     let server = &ctx.fapi.server;
-    let r = AuthzRequest::for_client(server, c);
-    let query: Vec<(String, String)> = r
-        .params
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-        .collect();
+    let mut r = AuthzRequest::for_client(server, c);
+    let query: Vec<(String, String)> = match by_value {
+        None => r
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+        Some(edit) => {
+            edit(&mut r);
+            pairs(&[
+                ("client_id", &c.id),
+                ("request", &r.request_object(c, JwsAlg::Ps256)),
+            ])
+        }
+    };
     // A browser without a session: a request that is accepted stops at the sign-in page.
     let mut browser = Browser::new(server);
     let resp = browser.send("GET", &format!("/authorize?{}", form(&query)), None);
@@ -632,8 +660,15 @@ fn authorize_without_par(ctx: &mut Ctx, v: usize) -> Got {
     let sign_in = forms(&page.body)
         .iter()
         .any(|f| f.fields.iter().any(|(n, _)| n == "password"));
+    let page_error = page
+        .body
+        .split("Error: <code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</code>").next());
     if page.status == 200 && sign_in {
         Got::Proceeds
+    } else if let (400, Some(code)) = (page.status, page_error) {
+        Got::Page(code.to_owned())
     } else {
         Got::Other(format!(
             "{} {}",

@@ -117,6 +117,17 @@ fn token_exchange(fapi: &Fapi, client: &FapiClient, flow: &Flow, front_sub: Opti
         r.body
     );
 
+    // Introspection shows the binding.
+    let i = client.post(server, "/introspect", &pairs(&[("token", access)]));
+    assert_eq!(i.status, 200, "introspect: {}", i.body);
+    let info = i.json();
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(
+        info["cnf"]["x5t#S256"],
+        x5t_s256(&client.cert).as_str(),
+        "{info}"
+    );
+
     // Last, since a replayed FAPI 1 refresh token takes the grant down.
     // A refresh: the new access token is bound too. FAPI 2 keeps the refresh token (FAPI 2.0
     // SP §5.3.2.1 item 10: no rotation); FAPI 1 rotates it, and the old one is then refused.
@@ -209,6 +220,8 @@ fn fapi1_flow(level: Level, encrypt: bool) {
         ("state", "outer-state"),
         ("nonce", "outer-nonce"),
         ("scope", "openid accounts"),
+        ("redirect_uri", "https://attacker.example/cb"),
+        ("response_type", "code"),
     ]);
     if encrypt {
         let key = encryption_key(server);
@@ -221,6 +234,25 @@ fn fapi1_flow(level: Level, encrypt: bool) {
     let sub = check_hybrid_response(&fapi, &client, &flow);
     token_exchange(&fapi, &client, &flow, Some(&sub));
     certificate_required_at_token(&fapi, &client, &mut browser);
+
+    // An error goes in the fragment too, with state and iss: the user refuses consent.
+    let mut request = AuthzRequest::for_client(server, &client);
+    request.set("prompt", "consent");
+    let state = request.param("state").unwrap().to_owned();
+    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
+    let back = browser.authorize_answering(&authorize_path(&client.id, &uri), false);
+    let cb = Callback::of(&back, REDIRECT_URI)
+        .unwrap_or_else(|| panic!("no redirect to the client: {} {}", back.status, back.body));
+    assert!(cb.query.is_empty(), "nothing in the query: {}", cb.location);
+    assert_eq!(
+        cb.in_fragment("error"),
+        Some("access_denied"),
+        "{}",
+        cb.location
+    );
+    assert_eq!(cb.in_fragment("state"), Some(state.as_str()));
+    assert_eq!(cb.in_fragment("iss"), Some(server.issuer().as_str()));
+    assert!(cb.in_fragment("code").is_none() && cb.in_fragment("id_token").is_none());
 }
 
 fn fapi2_flow(level: Level) {
@@ -387,6 +419,12 @@ const ENCRYPTED_DEFECTS: &[Defect] = &[
     ("an inner JWS signed RS256", |r| {
         r.carry = Carry::Signed(JwsAlg::Rs256)
     }),
+    ("an inner JWS with alg none", |r| {
+        r.carry = Carry::Signed(JwsAlg::None)
+    }),
+    ("an inner JWS with a bad signature", |r| {
+        r.mangle_signed = Some(|s| tamper(s, 2))
+    }),
 ];
 
 fn par_outcome(r: &Response) -> Option<(u16, String)> {
@@ -419,6 +457,27 @@ fn request_object_defects_are_invalid_request_object() {
 
     // The controls: the same request objects without the defect.
     check(&fapi, "control: signed", &|_| {}, accepted.clone());
+    // FAPI 1 Advanced §5.2.2 items 13 and 17, at their limits.
+    check(
+        &fapi,
+        "control: exp exactly 60 minutes after nbf",
+        &|r| {
+            let t = now();
+            r.ro.insert("nbf".into(), json!(t));
+            r.ro.insert("exp".into(), json!(t + 3600));
+        },
+        accepted.clone(),
+    );
+    check(
+        &fapi,
+        "control: nbf 59 minutes ago, exp 60 minutes after it",
+        &|r| {
+            let nbf = now() - 3540;
+            r.ro.insert("nbf".into(), json!(nbf));
+            r.ro.insert("exp".into(), json!(nbf + 3600));
+        },
+        accepted.clone(),
+    );
     check(
         &fapi,
         "control: aud an array holding the issuer",
@@ -457,6 +516,13 @@ fn request_object_defects_are_invalid_request_object() {
         );
     }
 
+    // Not a defect of the object: a parameter in it the client may not use (RFC 6749 §4.1.2.1).
+    check(
+        &fapi,
+        "an unregistered redirect_uri in a good object",
+        &|r| r.set("redirect_uri", "https://attacker.example/cb"),
+        Some((400, "invalid_request".to_owned())),
+    );
     for (what, edit) in SIGNED_DEFECTS {
         check(&fapi, what, edit, refused.clone());
     }

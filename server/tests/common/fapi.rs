@@ -1112,6 +1112,8 @@ pub struct AuthzRequest {
     pub encrypt: Option<(EncKey, KeyWrap, ContentEnc)>,
     /// Applied to the finished compact request object (JWS or JWE), e.g. to tamper with it.
     pub mangle: Option<fn(&str) -> String>,
+    /// Applied to the signed request object before it is encrypted.
+    pub mangle_signed: Option<fn(&str) -> String>,
     /// Parameters sent beside `request` (they must be ignored) or beside the plain ones.
     pub outer: Vec<(String, String)>,
     /// Extra HTTP headers.
@@ -1157,6 +1159,7 @@ impl AuthzRequest {
             kid: None,
             encrypt: None,
             mangle: None,
+            mangle_signed: None,
             outer: Vec::new(),
             headers: Vec::new(),
             aud: None,
@@ -1198,7 +1201,10 @@ impl AuthzRequest {
         if let Some(k) = self.kid.as_deref().or(kid) {
             header["kid"] = json!(k);
         }
-        let signed = jws(alg, key, header, &claims);
+        let mut signed = jws(alg, key, header, &claims);
+        if let Some(f) = self.mangle_signed {
+            signed = f(&signed);
+        }
         let out = match &self.encrypt {
             Some((to, wrap, content)) => jwe(signed.as_bytes(), to, *wrap, *content, Some("JWT")),
             None => signed,
@@ -1456,6 +1462,11 @@ impl Browser {
     /// /authorize with `path`, then sign-in and consent as needed: the answer that leaves the
     /// server (normally the redirect to the client), or the page it stopped at.
     pub fn authorize(&mut self, path: &str) -> Response {
+        self.authorize_answering(path, true)
+    }
+
+    /// As [`Browser::authorize`], approving or denying at the consent page.
+    pub fn authorize_answering(&mut self, path: &str, approve: bool) -> Response {
         let r = self.send("GET", path, None);
         let page = self.follow(r);
         if page.status != 200 {
@@ -1474,14 +1485,17 @@ impl Browser {
         if page.status != 200 {
             return page;
         }
+        let words: &[&str] = if approve {
+            &["approve", "allow", "accept", "grant"]
+        } else {
+            &["deny", "refuse", "reject", "cancel"]
+        };
         for f in forms(&page.body) {
-            let approve = f.buttons.iter().position(|(n, v, l)| {
+            let button = f.buttons.iter().position(|(n, v, l)| {
                 let s = format!("{n} {v} {l}").to_ascii_lowercase();
-                ["approve", "allow", "accept", "grant"]
-                    .iter()
-                    .any(|w| s.contains(w))
+                words.iter().any(|w| s.contains(w))
             });
-            if let Some(i) = approve {
+            if let Some(i) = button {
                 return self.submit(&f, &[], Some(i));
             }
         }
