@@ -5,8 +5,9 @@
 //! four levels). A seed row may need more than one request to be shown true: each is an entry
 //! of its own under the same words, and `sends` says what it sends. The five expected outcomes
 //! are, in order, `fapi1_adv_pkj_par`, `fapi1_adv_mtls_par`, `fapi2_sp_pkj_mtls`,
-//! `fapi2_sp_mtls_mtls` and null (no level), as the contract of issue 6 states them
-//! (/tmp/notes/issue6-contract.md). The null column runs twice, with a private_key_jwt client
+//! `fapi2_sp_mtls_mtls` and null (no level), as issue 6 and `policy.rs` state them (where
+//! the seed says N, the server may still do the thing for every client: comments say where).
+//! The null column runs twice, with a private_key_jwt client
 //! and with a tls_client_auth client; `Ex::ByMethod` is a null cell that differs between them.
 //!
 //! Each column's client is registered through the management API with that level and the

@@ -152,6 +152,16 @@ pub fn is_uuid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// A version 4 (random) UUID: version nibble 4, variant bits 10 (RFC 9562 §5.4).
+pub fn is_uuid_v4(s: &str) -> bool {
+    is_uuid(s)
+        && s.as_bytes()[14] == b'4'
+        && matches!(
+            s.as_bytes()[19].to_ascii_lowercase(),
+            b'8' | b'9' | b'a' | b'b'
+        )
+}
+
 /// Days since 1970-01-01 to (year, month, day) (proleptic Gregorian; H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
@@ -275,6 +285,10 @@ fn observe(what: &str, sent_interaction_id: Option<&str>, r: &Response) {
         (Some(got), _) if !is_uuid(got) => {
             Some(format!("x-fapi-interaction-id {got:?} is not a UUID"))
         }
+        // Not echoed: the server's own, a fresh random (version 4) UUID.
+        (Some(got), sent) if !sent.is_some_and(is_uuid) && !is_uuid_v4(got) => Some(format!(
+            "x-fapi-interaction-id {got:?} is not a version 4 UUID"
+        )),
         _ => None,
     };
     SEEN.with(|s| {
