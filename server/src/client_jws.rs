@@ -69,6 +69,26 @@ pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i6
     }
 }
 
+/// Checks that the claim `name` (`iss`, `sub`) is the client's `client_id`. The error is a
+/// description, `what` the JWT as the subject of its sentence ("client assertion").
+pub fn claim_is_client_id(
+    claims: &Map<String, Value>,
+    name: &str,
+    client_id: &str,
+    what: &str,
+) -> Result<(), String> {
+    match claims.get(name) {
+        None => Err(format!("{what} has no {name}; it must be the client_id")),
+        Some(Value::String(v)) if v == client_id => Ok(()),
+        Some(Value::String(v)) => Err(format!(
+            "{what} {name} {:?} is not the client_id {:?}",
+            shorten(v),
+            shorten(client_id)
+        )),
+        Some(_) => Err(format!("{what} {name} must be a string: the client_id")),
+    }
+}
+
 /// The two signature algorithms FAPI allows for what clients sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {

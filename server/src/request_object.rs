@@ -223,22 +223,7 @@ fn check_claims(
     now: i64,
 ) -> Result<(), OAuthError> {
     let client_id = client.client_id.as_str();
-    match claims.get("iss") {
-        None => {
-            return Err(fail("request object has no iss; it must be the client_id"));
-        }
-        Some(Value::String(v)) if v == client_id => {}
-        Some(Value::String(v)) => {
-            return Err(fail(format!(
-                "request object iss {:?} is not the client_id {:?}",
-                shorten(v),
-                shorten(client_id)
-            )));
-        }
-        Some(_) => {
-            return Err(fail("request object iss must be a string: the client_id"));
-        }
-    }
+    client_jws::claim_is_client_id(claims, "iss", client_id, "request object").map_err(fail)?;
     match claims.get("client_id") {
         None => {}
         Some(Value::String(v)) if v == client_id => {}

@@ -178,26 +178,8 @@ impl ClientAssertionCheck<'_> {
     fn check_claims(&self, claims: &Map<String, Value>) -> Result<(i64, String), OAuthError> {
         let client_id = self.client.client_id.as_str();
         for name in ["iss", "sub"] {
-            match claims.get(name) {
-                None => {
-                    return Err(fail(format!(
-                        "client assertion has no {name}; it must be the client_id"
-                    )));
-                }
-                Some(Value::String(v)) if v == client_id => {}
-                Some(Value::String(v)) => {
-                    return Err(fail(format!(
-                        "client assertion {name} {:?} is not the client_id {:?}",
-                        shorten(v),
-                        shorten(client_id)
-                    )));
-                }
-                Some(_) => {
-                    return Err(fail(format!(
-                        "client assertion {name} must be a string: the client_id"
-                    )));
-                }
-            }
+            client_jws::claim_is_client_id(claims, name, client_id, "client assertion")
+                .map_err(fail)?;
         }
 
         let audiences: Vec<&str> = match claims.get("aud") {
