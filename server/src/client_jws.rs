@@ -1,6 +1,7 @@
-//! A client's compact JWS checked against the client's JWK Set: the algorithm (PS256 or ES256),
-//! the key (named by `kid`, or without one the only key that fits), the signature (josekit on
-//! OpenSSL, through the memoised verifiers of [`crate::jws_keys`]).
+//! A client's compact JWS checked against the client's JWK Set: its form ([`compact`]), its
+//! header ([`header`]: the algorithm, PS256 or ES256 as the caller allows, and no `crit`), the key
+//! (named by `kid`, or without one the only key that fits), the signature (josekit on OpenSSL,
+//! through the memoised verifiers of [`crate::jws_keys`]).
 //!
 //! Shared by private_key_jwt client assertions (`client_auth`, `invalid_client`) and RFC 9101
 //! request objects (`request_object`, `invalid_request_object`). Refusals come back as small
@@ -65,6 +66,26 @@ pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i6
             }
         }
         Some(_) => Err("must be a NumericDate (seconds since the epoch)"),
+    }
+}
+
+/// Checks that the claim `name` (`iss`, `sub`) is the client's `client_id`. The error is a
+/// description, `what` the JWT as the subject of its sentence ("client assertion").
+pub fn claim_is_client_id(
+    claims: &Map<String, Value>,
+    name: &str,
+    client_id: &str,
+    what: &str,
+) -> Result<(), String> {
+    match claims.get(name) {
+        None => Err(format!("{what} has no {name}; it must be the client_id")),
+        Some(Value::String(v)) if v == client_id => Ok(()),
+        Some(Value::String(v)) => Err(format!(
+            "{what} {name} {:?} is not the client_id {:?}",
+            shorten(v),
+            shorten(client_id)
+        )),
+        Some(_) => Err(format!("{what} {name} must be a string: the client_id")),
     }
 }
 
@@ -158,6 +179,162 @@ impl Alg {
             Alg::Es256 => Box::new(ES256.verifier_from_jwk(jwk)?),
         })
     }
+}
+
+/// A client's compact serialization, trimmed, as far as can be told without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compact<'a> {
+    /// Three dot-separated parts: a compact JWS (RFC 7515 §7.1).
+    Jws(&'a str),
+    /// Five: a compact JWE (RFC 7516 §7.1).
+    Jwe(&'a str),
+    /// A JSON serialization (it begins with `{`).
+    Json,
+    /// Neither three nor five parts: how many.
+    Parts(usize),
+}
+
+/// Why a client's compact serialization was refused unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    Empty,
+    /// Longer than this many bytes.
+    TooLong(usize),
+}
+
+impl Unreadable {
+    /// The refusal in words: `what` names what the client sent ("client_assertion", "the request
+    /// object").
+    pub fn describe(self, what: &str) -> String {
+        match self {
+            Unreadable::Empty => format!("{what} is empty"),
+            Unreadable::TooLong(max) => format!("{what} is longer than {max} bytes"),
+        }
+    }
+}
+
+/// Sorts what a client sent (a client assertion, a request object) by its form, refusing it
+/// unread if it is empty or longer than `max_len` bytes. Which forms are accepted, and the words
+/// for the others, are the caller's.
+pub fn compact(input: &str, max_len: usize) -> Result<Compact<'_>, Unreadable> {
+    let input = input.trim();
+    if input.is_empty() {
+        return Err(Unreadable::Empty);
+    }
+    if input.len() > max_len {
+        return Err(Unreadable::TooLong(max_len));
+    }
+    if input.starts_with('{') {
+        return Ok(Compact::Json);
+    }
+    Ok(match input.split('.').count() {
+        3 => Compact::Jws(input),
+        5 => Compact::Jwe(input),
+        n => Compact::Parts(n),
+    })
+}
+
+/// The protected header of a compact JWS (its first part) as a JSON object, unverified; `None`
+/// if it is not base64url-encoded JSON object.
+pub fn peek_header(compact: &str) -> Option<Map<String, Value>> {
+    let header = compact.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(header).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// What the protected header of a compact JWS says, once [`header`] has checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub alg: Alg,
+    pub kid: Option<String>,
+}
+
+/// Why [`header`] refused a compact JWS, before any key was looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadHeader {
+    /// Not three dot-separated parts.
+    NotCompact,
+    /// The header is not base64url-encoded JSON object.
+    NotJson,
+    /// The header has `enc`: it is a JWE's, on three parts.
+    Enc,
+    AlgNotString,
+    NoAlg,
+    /// alg "none": an unsigned JWT.
+    AlgNone,
+    /// An alg not among those allowed, as the header writes it.
+    AlgRefused(String),
+    /// The header has `crit`: no extension is supported.
+    Crit,
+    /// The third part is empty.
+    NoSignature,
+    KidNotString,
+}
+
+impl BadHeader {
+    /// The refusal in words, `what` the JWS as the subject of a sentence ("client assertion",
+    /// "the request object"). A caller that says more for a refusal (what it accepts instead of
+    /// `enc` or of the alg) matches that one first and words it itself.
+    pub fn describe(&self, what: &str) -> String {
+        match self {
+            BadHeader::NotCompact => format!("{what} is not a compact JWS"),
+            BadHeader::NotJson => {
+                format!("{what} header is not a base64url-encoded JSON object")
+            }
+            BadHeader::Enc => {
+                format!("{what} header has \"enc\": a JWE is not accepted, send a signed JWT")
+            }
+            BadHeader::AlgNotString => format!("{what} header alg must be a string"),
+            BadHeader::NoAlg => format!("{what} header has no alg"),
+            BadHeader::AlgNone => format!("{what} alg \"none\" is not accepted: it must be signed"),
+            BadHeader::AlgRefused(alg) => {
+                format!("{what} alg {:?} is not accepted", shorten(alg))
+            }
+            BadHeader::Crit => {
+                format!("{what} header has crit: no critical header extension is supported")
+            }
+            BadHeader::NoSignature => format!("{what} has no signature"),
+            BadHeader::KidNotString => format!("{what} header kid must be a string"),
+        }
+    }
+}
+
+/// Checks the protected header of the compact JWS `jws` before any key is chosen, in this order:
+/// JSON, no `enc`, an `alg` among `allowed` (never "none"), no `crit`, a signature, a string
+/// `kid` if any.
+pub fn header(jws: &str, allowed: &[Alg]) -> Result<Header, BadHeader> {
+    let mut parts = jws.split('.');
+    let (Some(_header), Some(_payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(BadHeader::NotCompact);
+    };
+    let header = peek_header(jws).ok_or(BadHeader::NotJson)?;
+    if header.contains_key("enc") {
+        return Err(BadHeader::Enc);
+    }
+    let alg_name = match header.get("alg") {
+        Some(Value::String(a)) => a.as_str(),
+        Some(_) => return Err(BadHeader::AlgNotString),
+        None => return Err(BadHeader::NoAlg),
+    };
+    let alg = match Alg::from_name(alg_name).filter(|a| allowed.contains(a)) {
+        Some(alg) => alg,
+        None if alg_name == "none" => return Err(BadHeader::AlgNone),
+        None => return Err(BadHeader::AlgRefused(alg_name.to_owned())),
+    };
+    if header.contains_key("crit") {
+        return Err(BadHeader::Crit);
+    }
+    if signature.is_empty() {
+        return Err(BadHeader::NoSignature);
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(BadHeader::KidNotString),
+    };
+    Ok(Header { alg, kid })
 }
 
 /// Why no key of the client's JWK Set was chosen.
@@ -324,6 +501,54 @@ mod tests {
         assert_eq!(when(300_000_000_000), "300000000000");
         assert_eq!(when(i64::MAX), i64::MAX.to_string());
         assert_eq!(when(-5), "-5");
+    }
+
+    #[test]
+    fn what_was_sent_is_sorted_by_its_form() {
+        assert_eq!(compact(" a.b.c\n", 10), Ok(Compact::Jws("a.b.c")));
+        assert_eq!(compact("a.b.c.d.e", 10), Ok(Compact::Jwe("a.b.c.d.e")));
+        assert_eq!(compact(" {\"a\":1}", 10), Ok(Compact::Json));
+        assert_eq!(compact("a.b", 10), Ok(Compact::Parts(2)));
+        assert_eq!(compact(" \t", 10), Err(Unreadable::Empty));
+        assert_eq!(compact("a.b.c.d.e.f", 10), Err(Unreadable::TooLong(10)));
+    }
+
+    #[test]
+    fn the_header_is_checked_in_order() {
+        let jws = |header: serde_json::Value, signature: &str| {
+            format!(
+                "{}.e30.{signature}",
+                URL_SAFE_NO_PAD.encode(header.to_string())
+            )
+        };
+        let both = [Alg::Ps256, Alg::Es256];
+        let ps256 = [Alg::Ps256];
+        let check = |h, sig, allowed: &[Alg]| header(&jws(h, sig), allowed);
+        use serde_json::json;
+        assert_eq!(header("a.b", &both), Err(BadHeader::NotCompact));
+        assert_eq!(header("!!.e30.AA", &both), Err(BadHeader::NotJson));
+        let enc = json!({"alg": "none", "enc": "A256GCM", "crit": []});
+        assert_eq!(check(enc, "", &both), Err(BadHeader::Enc));
+        assert_eq!(
+            check(json!({"alg": 1}), "", &both),
+            Err(BadHeader::AlgNotString)
+        );
+        assert_eq!(check(json!({"crit": []}), "", &both), Err(BadHeader::NoAlg));
+        let none = json!({"alg": "none", "crit": []});
+        assert_eq!(check(none, "", &both), Err(BadHeader::AlgNone));
+        let refused = Err(BadHeader::AlgRefused("ES256".into()));
+        assert_eq!(
+            check(json!({"alg": "ES256", "crit": []}), "", &ps256),
+            refused
+        );
+        let crit = json!({"alg": "PS256", "crit": [], "kid": 1});
+        assert_eq!(check(crit, "", &ps256), Err(BadHeader::Crit));
+        let unsigned = json!({"alg": "PS256", "kid": 1});
+        assert_eq!(check(unsigned, "", &ps256), Err(BadHeader::NoSignature));
+        let kid = json!({"alg": "PS256", "kid": 1});
+        assert_eq!(check(kid, "AA", &ps256), Err(BadHeader::KidNotString));
+        let ok = check(json!({"alg": "ES256", "kid": "k"}), "AA", &both).unwrap();
+        assert_eq!((ok.alg, ok.kid.as_deref()), (Alg::Es256, Some("k")));
     }
 
     #[test]

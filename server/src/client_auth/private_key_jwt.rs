@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 pub(super) use crate::client_jws::shorten;
-use crate::client_jws::{self, Alg, when};
+use crate::client_jws::{self, Alg, BadHeader, Compact, Header, when};
 use crate::error::OAuthError;
 use crate::model::Client;
 
@@ -67,14 +67,9 @@ pub fn peek_assertion_client_id(assertion: &str) -> Option<String> {
 /// that a `jwks_uri` client rotated its keys since the set was cached. Read without
 /// verification.
 pub fn names_unknown_kid(assertion: &str, jwks: &Value) -> bool {
-    let kid = assertion
-        .split('.')
-        .next()
-        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
-        .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
-        .and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
-    let Some(kid) = kid else { return false };
-    !client_jws::has_kid(jwks, &kid)
+    client_jws::peek_header(assertion)
+        .and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned))
+        .is_some_and(|kid| !client_jws::has_kid(jwks, &kid))
 }
 
 /// A NumericDate claim (RFC 7519 §2): a JSON number, fractions truncated.
@@ -98,97 +93,36 @@ impl ClientAssertionCheck<'_> {
 
     /// Verifies against a JWK Set (`{"keys": [...]}`), wherever it came from.
     pub fn verify_with_jwks(&self, jwks: &Value) -> Result<VerifiedAssertion, OAuthError> {
-        let input = self.assertion.trim();
-        if input.is_empty() {
-            return Err(fail("client_assertion is empty"));
-        }
-        if input.len() > MAX_ASSERTION_LEN {
-            return Err(fail(format!(
-                "client_assertion is longer than {MAX_ASSERTION_LEN} bytes"
-            )));
-        }
-        if input.starts_with('{') {
-            return Err(fail(
-                "client_assertion is a JWS JSON serialization; a compact JWS (a signed JWT) \
-                 is required",
-            ));
-        }
-        let parts: Vec<&str> = input.split('.').collect();
-        let (header_b64, signature_b64) = match parts.as_slice() {
-            [h, _, s] => (*h, *s),
-            [_, _, _, _, _] => {
+        let input = match client_jws::compact(self.assertion, MAX_ASSERTION_LEN) {
+            Ok(Compact::Jws(jws)) => jws,
+            Ok(Compact::Jwe(_)) => {
                 return Err(fail(
                     "client_assertion is a JWE (five parts); an encrypted assertion is not \
                      accepted: send a signed JWT (compact JWS, three parts)",
                 ));
             }
-            other => {
-                return Err(fail(format!(
-                    "client_assertion is not a compact JWS: {} dot-separated parts instead of 3",
-                    other.len()
-                )));
-            }
-        };
-
-        // The header, before any key is chosen.
-        let header: Map<String, Value> = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| fail("client assertion header is not base64url-encoded JSON object"))?;
-        if header.contains_key("enc") {
-            return Err(fail(
-                "client assertion header has \"enc\": a JWE is not accepted, send a signed JWT",
-            ));
-        }
-        let alg_name = match header.get("alg") {
-            Some(Value::String(a)) => a.as_str(),
-            Some(_) => return Err(fail("client assertion header alg must be a string")),
-            None => return Err(fail("client assertion header has no alg")),
-        };
-        let alg = match Alg::from_name(alg_name) {
-            Some(alg) => alg,
-            None if alg_name == "none" => {
+            Ok(Compact::Json) => {
                 return Err(fail(
-                    "client assertion alg \"none\" is not accepted: sign with PS256 or ES256",
+                    "client_assertion is a JWS JSON serialization; a compact JWS (a signed JWT) \
+                     is required",
                 ));
             }
-            None => {
+            Ok(Compact::Parts(n)) => {
                 return Err(fail(format!(
-                    "client assertion alg {:?} is not accepted: PS256 or ES256",
-                    shorten(alg_name)
+                    "client_assertion is not a compact JWS: {n} dot-separated parts instead of 3"
                 )));
             }
+            Err(e) => return Err(fail(e.describe("client_assertion"))),
         };
-        if let Some(registered) = &self.client.token_endpoint_auth_signing_alg {
-            if registered != alg.name() {
-                return Err(fail(format!(
-                    "client assertion alg {} differs from the registered \
-                     token_endpoint_auth_signing_alg {:?}",
-                    alg.name(),
-                    shorten(registered)
-                )));
-            }
-        }
-        if header.contains_key("crit") {
-            return Err(fail(
-                "client assertion header has crit: no critical header extension is supported",
-            ));
-        }
-        if signature_b64.is_empty() {
-            return Err(fail("client assertion has no signature"));
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(k.as_str()),
-            Some(_) => return Err(fail("client assertion header kid must be a string")),
-        };
+        // The header, before any key is chosen.
+        let Header { alg, kid } =
+            client_jws::header(input, &self.allowed_algs()).map_err(|e| self.header_refused(e))?;
 
         // The key: by kid, or the only one that fits.
-        let jwk = client_jws::select_key(jwks, kid, alg)
+        let jwk = client_jws::select_key(jwks, kid.as_deref(), alg)
             .map_err(|e| fail(e.describe("client assertion", "assertion", alg)))?;
         let payload = client_jws::verify(input, jwk, alg)
-            .map_err(|e| fail(e.describe("client assertion", kid, alg)))?;
+            .map_err(|e| fail(e.describe("client assertion", kid.as_deref(), alg)))?;
 
         let claims: Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|_| fail("client assertion payload is not a JSON object"))?;
@@ -199,8 +133,44 @@ impl ClientAssertionCheck<'_> {
             exp,
             iat,
             alg: alg.name().to_owned(),
-            kid: kid.map(str::to_owned),
+            kid,
             claims,
+        })
+    }
+
+    /// The algs the client may sign with: PS256 and ES256, or only the one it registered as its
+    /// `token_endpoint_auth_signing_alg` (none, if that is neither).
+    fn allowed_algs(&self) -> Vec<Alg> {
+        match &self.client.token_endpoint_auth_signing_alg {
+            None => vec![Alg::Ps256, Alg::Es256],
+            Some(registered) => Alg::from_name(registered).into_iter().collect(),
+        }
+    }
+
+    /// A refused header in this module's words, where they say more than the shared ones.
+    fn header_refused(&self, e: BadHeader) -> OAuthError {
+        let registered = self.client.token_endpoint_auth_signing_alg.as_deref();
+        fail(match e {
+            BadHeader::NotJson => {
+                "client assertion header is not base64url-encoded JSON object".to_owned()
+            }
+            BadHeader::AlgNone => {
+                "client assertion alg \"none\" is not accepted: sign with PS256 or ES256".to_owned()
+            }
+            // PS256 or ES256, but not the alg the client registered.
+            BadHeader::AlgRefused(name) => match (Alg::from_name(&name), registered) {
+                (Some(alg), Some(registered)) => format!(
+                    "client assertion alg {} differs from the registered \
+                     token_endpoint_auth_signing_alg {:?}",
+                    alg.name(),
+                    shorten(registered)
+                ),
+                _ => format!(
+                    "client assertion alg {:?} is not accepted: PS256 or ES256",
+                    shorten(&name)
+                ),
+            },
+            other => other.describe("client assertion"),
         })
     }
 
@@ -208,26 +178,8 @@ impl ClientAssertionCheck<'_> {
     fn check_claims(&self, claims: &Map<String, Value>) -> Result<(i64, String), OAuthError> {
         let client_id = self.client.client_id.as_str();
         for name in ["iss", "sub"] {
-            match claims.get(name) {
-                None => {
-                    return Err(fail(format!(
-                        "client assertion has no {name}; it must be the client_id"
-                    )));
-                }
-                Some(Value::String(v)) if v == client_id => {}
-                Some(Value::String(v)) => {
-                    return Err(fail(format!(
-                        "client assertion {name} {:?} is not the client_id {:?}",
-                        shorten(v),
-                        shorten(client_id)
-                    )));
-                }
-                Some(_) => {
-                    return Err(fail(format!(
-                        "client assertion {name} must be a string: the client_id"
-                    )));
-                }
-            }
+            client_jws::claim_is_client_id(claims, name, client_id, "client assertion")
+                .map_err(fail)?;
         }
 
         let audiences: Vec<&str> = match claims.get("aud") {

@@ -8,20 +8,16 @@
 //! at a resource (signature, typ, iss, exp, nbf, record, revocation) except for its certificate
 //! binding: the caller is not the token's presenter, so `cnf` is reported, not checked.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::body::Body;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::bearer;
-use crate::endpoints::token::{authenticate_client, token_response};
+use crate::endpoints::token::{ClientRequest, token_response};
 use crate::error::OAuthError;
-use crate::form::{Form, form_endpoint};
+use crate::form::Form;
+use crate::model::Client;
 use crate::state::AppState;
-use crate::tls_edge::Connection;
 
 /// The two kinds of token this server issues, in the order to look a token up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,25 +36,14 @@ pub fn lookup_order(hint: Option<&str>) -> [TokenKind; 2] {
     }
 }
 
-pub async fn introspect(
-    State(state): State<Arc<AppState>>,
-    Extension(conn): Extension<Connection>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &headers, &form).await
+pub async fn introspect(req: ClientRequest, body: Body) -> Response {
+    req.serve(body, "/introspect", async |state, client, _, form| {
+        handle(state, client, form).await
     })
     .await
 }
 
-async fn handle(
-    state: &AppState,
-    conn: &Connection,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<Response, OAuthError> {
-    let (client, _) = authenticate_client(state, conn, headers, form, "/introspect").await?;
+async fn handle(state: &AppState, client: &Client, form: &Form) -> Result<Response, OAuthError> {
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

@@ -5,43 +5,29 @@
 //! listener). The request is checked here, in full, by [`authz_request`](crate::authz_request),
 //! so that /authorize only has to take it back.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::authz_request;
-use crate::endpoints::token::authenticate_client;
+use crate::endpoints::token::ClientRequest;
 use crate::error::{ErrorCode, OAuthError};
-use crate::form::{Form, form_endpoint};
+use crate::form::Form;
+use crate::model::Client;
 use crate::policy::Policy;
 use crate::request_object;
 use crate::state::AppState;
-use crate::tls_edge::Connection;
 
-pub async fn par(
-    State(state): State<Arc<AppState>>,
-    Extension(conn): Extension<Connection>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &headers, &form).await
+pub async fn par(req: ClientRequest, body: Body) -> Response {
+    req.serve(body, "/par", async |state, client, _, form| {
+        handle(state, client, form).await
     })
     .await
 }
 
-async fn handle(
-    state: &AppState,
-    conn: &Connection,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<Response, OAuthError> {
-    let (client, _) = authenticate_client(state, conn, headers, form, "/par").await?;
-    let policy = Policy::of(&client);
+async fn handle(state: &AppState, client: &Client, form: &Form) -> Result<Response, OAuthError> {
+    let policy = Policy::of(client);
     // RFC 9126 §2.1: a pushed request must not itself point at another one.
     if form.get("request_uri").is_some() {
         return Err(OAuthError::invalid_request(
@@ -66,16 +52,16 @@ async fn handle(
     let params = match form.get("request") {
         Some(jwt) => {
             let rules = policy.request_object_rules();
-            from_object = request_object::open(state, &client, jwt, rules, state.now()).await?;
+            from_object = request_object::open(state, client, jwt, rules, state.now()).await?;
             &from_object
         }
         None => form,
     };
-    let request = authz_request::parse(&client, params)?;
+    let request = authz_request::parse(client, params)?;
     let json = request
         .to_json()
         .map_err(|_| OAuthError::server_error("the request could not be stored"))?;
-    let lifetime = policy.par_lifetime(&client, state.lifetimes.par);
+    let lifetime = policy.par_lifetime(client, state.lifetimes.par);
     let request_uri = state
         .store
         .insert_par(&client.client_id, &json, state.now() + lifetime)

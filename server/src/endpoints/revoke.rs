@@ -14,30 +14,22 @@
 //! Both token types are supported, so no `token_type_hint` is ever `unsupported_token_type`
 //! (§2.2.1); an unknown hint is ignored.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::bearer;
 use crate::endpoints::introspect::{TokenKind, lookup_order};
-use crate::endpoints::token::authenticate_client;
+use crate::endpoints::token::ClientRequest;
 use crate::error::OAuthError;
-use crate::form::{Form, form_endpoint};
+use crate::form::Form;
+use crate::model::Client;
 use crate::state::AppState;
-use crate::tls_edge::Connection;
 
-pub async fn revoke(
-    State(state): State<Arc<AppState>>,
-    Extension(conn): Extension<Connection>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &headers, &form).await
+pub async fn revoke(req: ClientRequest, body: Body) -> Response {
+    req.serve(body, "/revoke", async |state, client, _, form| {
+        handle(state, client, form).await
     })
     .await
 }
@@ -50,13 +42,7 @@ enum Outcome {
     NotFound,
 }
 
-async fn handle(
-    state: &AppState,
-    conn: &Connection,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<Response, OAuthError> {
-    let (client, _) = authenticate_client(state, conn, headers, form, "/revoke").await?;
+async fn handle(state: &AppState, client: &Client, form: &Form) -> Result<Response, OAuthError> {
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

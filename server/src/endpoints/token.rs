@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use axum::http::HeaderMap;
-
-use crate::client_auth::{self, ClientAuthPolicy, ClientCredentials};
+use crate::client_auth::{self, AuthenticatedClient, ClientAuthPolicy, ClientCredentials};
 use crate::error::{ErrorCode, OAuthError};
 use crate::fapi_headers;
 use crate::form::{Form, form_endpoint};
@@ -22,39 +22,30 @@ use crate::policy::{ClientAuth, Policy};
 use crate::state::AppState;
 use crate::tls_edge::Connection;
 
-pub async fn token(
-    State(state): State<Arc<AppState>>,
-    Extension(conn): Extension<Connection>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Response {
+pub async fn token(req: ClientRequest, body: Body) -> Response {
     // Admission control: at capacity, answer 503 now rather than queue for the CPU.
-    let Ok(_permit) = state.token_admission.try_acquire() else {
+    let Ok(_permit) = req.state.token_admission.try_acquire() else {
         return OAuthError::busy().into_response();
     };
-    form_endpoint(&headers, body, async |form| {
-        handle(&state, &conn, &headers, &form).await
-    })
-    .await
+    req.serve(body, "/token", handle).await
 }
 
 async fn handle(
     state: &AppState,
-    conn: &Connection,
-    headers: &HeaderMap,
+    client: &Client,
+    authenticated: &AuthenticatedClient,
     form: &Form,
 ) -> Result<Response, OAuthError> {
-    let (client, authenticated) = authenticate_client(state, conn, headers, form, "/token").await?;
     match form.get("grant_type") {
         None => Err(OAuthError::invalid_request("grant_type is required")),
         Some("client_credentials") => {
-            grants::client_credentials::grant(state, &client, &authenticated, form).await
+            grants::client_credentials::grant(state, client, authenticated, form).await
         }
         Some("authorization_code") => {
-            grants::authorization_code::grant(state, &client, &authenticated, form).await
+            grants::authorization_code::grant(state, client, authenticated, form).await
         }
         Some("refresh_token") => {
-            grants::refresh_token::grant(state, &client, &authenticated, form).await
+            grants::refresh_token::grant(state, client, authenticated, form).await
         }
         Some(other) => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -64,16 +55,67 @@ async fn handle(
     }
 }
 
+/// A request to an endpoint where the client authenticates as at /token (/token, /par,
+/// /introspect, /revoke): what the handler needs besides the body, which it takes unread.
+pub struct ClientRequest {
+    state: Arc<AppState>,
+    conn: Connection,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<AppState>> for ClientRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        let Extension(conn) = Extension::<Connection>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(ClientRequest {
+            state: Arc::clone(state),
+            conn,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl ClientRequest {
+    /// Reads the form from `body`, authenticates the client ([`authenticate_client`], `endpoint`
+    /// the path it called), and hands both to `handle`; every failure is answered with an OAuth
+    /// error object.
+    pub async fn serve(
+        &self,
+        body: Body,
+        endpoint: &str,
+        handle: impl AsyncFnOnce(
+            &AppState,
+            &Client,
+            &AuthenticatedClient,
+            &Form,
+        ) -> Result<Response, OAuthError>,
+    ) -> Response {
+        let (state, conn, headers) = (&*self.state, &self.conn, &self.headers);
+        form_endpoint(headers, body, async |form| {
+            let (client, authenticated) =
+                authenticate_client(state, conn, headers, &form, endpoint).await?;
+            handle(state, &client, &authenticated, &form).await
+        })
+        .await
+    }
+}
+
 /// Finds the client (by `client_id`, or by the assertion's unverified `iss`), authenticates it
 /// by the method its registration and compliance level allow, checks the level's `x-fapi-*`
 /// headers, and records the assertion's `jti` so it can never be used again.
-pub async fn authenticate_client(
+async fn authenticate_client(
     state: &AppState,
     conn: &Connection,
     headers: &HeaderMap,
     form: &Form,
     endpoint: &str,
-) -> Result<(std::sync::Arc<Client>, client_auth::AuthenticatedClient), OAuthError> {
+) -> Result<(Arc<Client>, AuthenticatedClient), OAuthError> {
     let assertion = form.get("client_assertion");
     let client_id = match (
         form.get("client_id"),
