@@ -21,8 +21,8 @@ use crate::error::OAuthError;
 use crate::form::Form;
 use crate::issue;
 use crate::model::Client;
-use crate::state::AppState;
 use crate::policy::Policy;
+use crate::state::AppState;
 use crate::store::{AuthorizationGrant, RedeemError, RotatedRefreshToken};
 
 pub async fn grant(
@@ -127,7 +127,9 @@ async fn keep(
         return Err(RedeemError::WrongClient.into());
     }
     if record.revoked {
-        return Err(OAuthError::invalid_grant("the refresh token has been revoked"));
+        return Err(OAuthError::invalid_grant(
+            "the refresh token has been revoked",
+        ));
     }
     if !record.is_active(now) {
         return Err(RedeemError::Expired.into());

@@ -32,8 +32,8 @@ use sqlx::sqlite::SqlitePool;
 use crate::error::OAuthError;
 
 pub use codes::AuthorizationGrant;
-pub use tokens::RotatedRefreshToken;
 pub use interactions::{Interaction, SignedIn};
+pub use tokens::RotatedRefreshToken;
 
 /// The bookkeeping table of the server's migrations (the keystore keeps its own in the same
 /// database).
