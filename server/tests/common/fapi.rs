@@ -1,6 +1,6 @@
 //! Client-side FAPI tooling for the black-box tests of issue 6 (compliance levels), included by
-//! `compliance.rs` and `fapi_flows.rs` with `#[path = "common/fapi.rs"] mod fapi;` next to
-//! `mod common;`.
+//! `compliance.rs` and `fapi_flows.rs` (and, for its browser, PKCE and JWT checks, by `flow.rs`)
+//! with `#[path = "common/fapi.rs"] mod fapi;` next to `mod common;`.
 //!
 //! Everything a FAPI client does is built here with OpenSSL, independently of the server (which
 //! uses josekit): JWS (PS256 = RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt; RS256;
@@ -914,12 +914,7 @@ impl Fapi {
     /// The server (with `extra` in its [server] table), a client CA, user alice, and a token for
     /// the management API.
     pub fn start(extra: &str) -> Fapi {
-        let ca = certificate("Test Bank Client CA", None, true);
-        let ca_pem = ca.0.to_pem().unwrap();
-        let server = start_with(
-            &format!("client_ca_file = \"@DIR@/client-ca.pem\"\n{extra}"),
-            |dir| std::fs::write(dir.join("client-ca.pem"), &ca_pem).unwrap(),
-        );
+        let (server, ca) = start_with_client_ca(extra);
         let user_created = now() - 1;
         create_user(
             &server,
@@ -1056,6 +1051,17 @@ impl Fapi {
         self.try_client(level, method, |_| {})
             .unwrap_or_else(|r| panic!("register {level:?} {method:?}: {} {}", r.status, r.body))
     }
+}
+
+/// The server (with `extra` in its [server] table) trusting a fresh test client CA, and that CA.
+pub fn start_with_client_ca(extra: &str) -> (Server, (X509, PKey<Private>)) {
+    let ca = certificate("Test Bank Client CA", None, true);
+    let ca_pem = ca.0.to_pem().unwrap();
+    let server = start_with(
+        &format!("client_ca_file = \"@DIR@/client-ca.pem\"\n{extra}"),
+        |dir| std::fs::write(dir.join("client-ca.pem"), &ca_pem).unwrap(),
+    );
+    (server, ca)
 }
 
 /// Creates a user (password [`PASSWORD`]) with these claims through the CLI.
@@ -1486,10 +1492,7 @@ impl Browser {
         if page.status != 200 {
             return page;
         }
-        let page = match forms(&page.body)
-            .into_iter()
-            .find(|f| f.fields.iter().any(|(n, _)| n == "password"))
-        {
+        let page = match login_form(&page) {
             Some(login) => {
                 let (u, p) = self.user.clone();
                 self.submit(&login, &[("username", &u), ("password", &p)], None)
@@ -1499,22 +1502,34 @@ impl Browser {
         if page.status != 200 {
             return page;
         }
-        let words: &[&str] = if approve {
-            &["approve", "allow", "accept", "grant"]
-        } else {
-            &["deny", "refuse", "reject", "cancel"]
-        };
-        for f in forms(&page.body) {
-            let button = f.buttons.iter().position(|(n, v, l)| {
-                let s = format!("{n} {v} {l}").to_ascii_lowercase();
-                words.iter().any(|w| s.contains(w))
-            });
-            if let Some(i) = button {
-                return self.submit(&f, &[], Some(i));
-            }
+        match consent_form(&page, approve) {
+            Some((f, i)) => self.submit(&f, &[], Some(i)),
+            None => page,
         }
-        page
     }
+}
+
+/// The sign-in form on a page: the one with a password field.
+pub fn login_form(page: &Response) -> Option<HtmlForm> {
+    forms(&page.body)
+        .into_iter()
+        .find(|f| f.fields.iter().any(|(n, _)| n == "password"))
+}
+
+/// The consent form on a page and the index of its button that approves (or denies).
+pub fn consent_form(page: &Response, approve: bool) -> Option<(HtmlForm, usize)> {
+    let words: &[&str] = if approve {
+        &["approve", "allow", "accept", "grant"]
+    } else {
+        &["deny", "refuse", "reject", "cancel"]
+    };
+    forms(&page.body).into_iter().find_map(|f| {
+        let button = f.buttons.iter().position(|(n, v, l)| {
+            let s = format!("{n} {v} {l}").to_ascii_lowercase();
+            words.iter().any(|w| s.contains(w))
+        })?;
+        Some((f, button))
+    })
 }
 
 fn form_body(fields: &[(String, String)]) -> String {
