@@ -92,22 +92,13 @@ fn token_exchange(fapi: &Fapi, client: &FapiClient, flow: &Flow, front_sub: Opti
     assert_eq!(info["email"], "alice@example.com");
     assert!(info["updated_at"].is_i64(), "{info}");
     // Without the certificate, or with another one: the bound token is refused.
-    let r = send(
-        server.port,
-        "GET",
-        "/userinfo",
-        &[("Authorization".into(), format!("Bearer {access}"))],
-        None,
-        None,
-    );
+    let r = bearer_get(server.port, "/userinfo", access, None);
     assert_eq!(r.status, 401, "{}", r.body);
     let (other, other_key) = certificate("someone else", None, false);
-    let r = send(
+    let r = bearer_get(
         server.mtls_port,
-        "GET",
         "/userinfo",
-        &[("Authorization".into(), format!("Bearer {access}"))],
-        None,
+        access,
         Some((&other, &other_key)),
     );
     assert_eq!(
@@ -286,12 +277,7 @@ fn fapi2_flow(level: Level) {
 fn certificate_required_at_token(fapi: &Fapi, client: &FapiClient, browser: &mut Browser) {
     let request = AuthzRequest::for_client(&fapi.server, client);
     let flow = front_channel(fapi, browser, client, request).unwrap();
-    let mut body = pairs(&[
-        ("grant_type", "authorization_code"),
-        ("code", &flow.code),
-        ("redirect_uri", &client.redirect_uri),
-        ("code_verifier", &flow.request.pkce.verifier),
-    ]);
+    let mut body = code_grant(client, &flow);
     body.extend(client.auth_pairs(&fapi.server, None));
     let r = post_pairs(fapi.server.port, "/token", &body, &[], None);
     let want = match client.method {
@@ -633,14 +619,7 @@ fn a_client_without_a_level_gets_the_hybrid_response_without_s_hash_and_unbound_
         "not bound unless the client asks: {at}"
     );
     // Unbound: /userinfo without any certificate; updated_at an RFC 3339 string.
-    let r = send(
-        server.port,
-        "GET",
-        "/userinfo",
-        &[("Authorization".into(), format!("Bearer {access}"))],
-        None,
-        None,
-    );
+    let r = bearer_get(server.port, "/userinfo", access, None);
     assert_eq!(r.status, 200, "{}", r.body);
     let updated = r.json()["updated_at"].clone();
     assert!(

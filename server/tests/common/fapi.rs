@@ -973,10 +973,7 @@ impl Fapi {
             self.server.port,
             method,
             path,
-            &[(
-                "Authorization".to_owned(),
-                format!("Bearer {}", self.admin_token),
-            )],
+            &[bearer(&self.admin_token)],
             Some(("application/json", &body.to_string())),
             None,
         )
@@ -1637,18 +1634,19 @@ pub fn front_channel(
     })
 }
 
+/// The parameters of the token request for a flow's code (without client authentication).
+pub fn code_grant(client: &FapiClient, flow: &Flow) -> Vec<(String, String)> {
+    pairs(&[
+        ("grant_type", "authorization_code"),
+        ("code", &flow.code),
+        ("redirect_uri", &client.redirect_uri),
+        ("code_verifier", &flow.request.pkce.verifier),
+    ])
+}
+
 /// The token request for a code (on the mTLS listener, with the client's certificate).
 pub fn redeem(fapi: &Fapi, client: &FapiClient, flow: &Flow) -> Response {
-    client.post(
-        &fapi.server,
-        "/token",
-        &pairs(&[
-            ("grant_type", "authorization_code"),
-            ("code", &flow.code),
-            ("redirect_uri", &client.redirect_uri),
-            ("code_verifier", &flow.request.pkce.verifier),
-        ]),
-    )
+    client.post(&fapi.server, "/token", &code_grant(client, flow))
 }
 
 /// The level's whole flow: the front channel, then the token response (200 checked).
@@ -1677,6 +1675,16 @@ pub enum TokenIn {
     Body,
 }
 
+/// The `Authorization: Bearer` header.
+pub fn bearer(token: &str) -> (String, String) {
+    ("Authorization".to_owned(), format!("Bearer {token}"))
+}
+
+/// A GET with `Authorization: Bearer` (and a client certificate when given).
+pub fn bearer_get(port: u16, path: &str, token: &str, identity: Identity<'_>) -> Response {
+    send(port, "GET", path, &[bearer(token)], None, identity)
+}
+
 /// /userinfo on the mTLS listener with the client's certificate.
 pub fn userinfo(
     fapi: &Fapi,
@@ -1689,7 +1697,7 @@ pub fn userinfo(
     let port = fapi.server.mtls_port;
     match how {
         TokenIn::Header => {
-            h.push(("Authorization".to_owned(), format!("Bearer {token}")));
+            h.push(bearer(token));
             send(port, "GET", "/userinfo", &h, None, client.identity())
         }
         TokenIn::Query => send(
