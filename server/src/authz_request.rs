@@ -99,6 +99,10 @@ pub struct AuthorizationRequest {
     pub response_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
+    /// RFC 8707: the registered API the tokens are to be for (`audience` is a synonym). Its
+    /// scopes are checked by [`check_resource`], not by [`validate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -262,7 +266,12 @@ pub fn validate(
 
     let (code_challenge, code_challenge_method) = checked_pkce(policy, params)?;
 
-    let scope = checked_scope(client, params.get("scope").unwrap_or(""))?;
+    let resource = checked_resource(params)?;
+    let scope = match resource {
+        None => checked_scope(client, params.get("scope").unwrap_or(""))?,
+        // The API's scopes: checked with the API's registration (check_resource).
+        Some(_) => deduplicated_scope(params.get("scope").unwrap_or(""))?,
+    };
     // OpenID Connect Core §3.3.2.1: the hybrid flow is an OpenID Connect request.
     if hybrid && !scope.split_whitespace().any(|s| s == "openid") {
         return Err(OAuthError::invalid_request(
@@ -310,7 +319,80 @@ pub fn validate(
         claims,
         response_mode: response_mode.map(str::to_owned),
         login_hint,
+        resource,
     })
+}
+
+/// RFC 8707 §2: `resource` (or `audience`, its synonym here) is an absolute URI without a
+/// fragment; `invalid_target` otherwise. Whether it names a registered API the client may use
+/// is [`check_resource`]'s question.
+fn checked_resource(params: &Form) -> Result<Option<String>, OAuthError> {
+    let target = |d: &str| crate::resource_server::invalid_target(d.to_owned());
+    let named = match (params.get("resource"), params.get("audience")) {
+        (Some(r), Some(a)) if r != a => {
+            return Err(target("resource and audience name different resources"));
+        }
+        (Some(r), _) | (None, Some(r)) => r,
+        (None, None) => return Ok(None),
+    };
+    let absolute = named.len() <= 1024
+        && url::Url::parse(named).is_ok_and(|u| u.has_host() && u.fragment().is_none())
+        && !named.contains('#');
+    if !absolute {
+        return Err(target(
+            "resource must be an absolute URI without a fragment (RFC 8707 section 2)",
+        ));
+    }
+    Ok(Some(named.to_owned()))
+}
+
+/// The checks of a request's `resource` that need the server: the issuer (no API), or a
+/// registered API the client may use (`invalid_target` otherwise) whose scopes, with the OpenID
+/// Connect scopes the client may ask for, cover the request's (`invalid_scope` otherwise). The
+/// endpoints run it after [`parse`] / [`validate`]; the token endpoint checks again.
+pub async fn check_resource(
+    state: &crate::state::AppState,
+    client: &Client,
+    request: &AuthorizationRequest,
+) -> Result<(), OAuthError> {
+    match request.resource.as_deref() {
+        None => Ok(()),
+        Some(r) if r == state.issuer => checked_scope(client, &request.scope).map(|_| ()),
+        Some(r) => {
+            let api = crate::resource_server::resolve(state, client, r).await?;
+            api.check_user_scope(client, &request.scope)
+        }
+    }
+}
+
+/// Whether `client` may ask for `scope` at all (without a resource): one it registered, or
+/// `openid`, or, when it registered none, a standard OpenID Connect scope.
+pub fn client_may_ask(client: &Client, scope: &str) -> bool {
+    match &client.scope {
+        Some(s) => scope == "openid" || s.split_whitespace().any(|r| r == scope),
+        None => STANDARD_SCOPES.contains(&scope),
+    }
+}
+
+/// The requested scopes, each once, in order; each must be an RFC 6749 §3.3 scope-token.
+fn deduplicated_scope(requested: &str) -> Result<String, OAuthError> {
+    let mut scopes: Vec<&str> = Vec::new();
+    for s in requested.split_whitespace() {
+        if !s
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+        {
+            return Err(OAuthError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidScope,
+                format!("scope {:?} is not a valid scope value", truncate(s)),
+            ));
+        }
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    Ok(scopes.join(" "))
 }
 
 /// RFC 7636: a challenge, if the level requires one or the client sent one, must be S256 and
@@ -357,13 +439,9 @@ fn truncate(s: &str) -> String {
 /// Every requested scope must be allowed: the client's registered `scope` plus `openid`, or the
 /// standard OpenID scopes for a client that registered none. Duplicates are dropped.
 fn checked_scope(client: &Client, requested: &str) -> Result<String, OAuthError> {
-    let registered: Vec<&str> = match &client.scope {
-        Some(s) => s.split_whitespace().chain(["openid"]).collect(),
-        None => STANDARD_SCOPES.to_vec(),
-    };
     let mut scopes: Vec<&str> = Vec::new();
     for s in requested.split_whitespace() {
-        if !registered.contains(&s) {
+        if !client_may_ask(client, s) {
             return Err(OAuthError::new(
                 axum::http::StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidScope,
@@ -602,6 +680,40 @@ mod tests {
             )
             .is_ok()
         );
+        // RFC 8707: an absolute URI without a fragment; its scopes wait for the API.
+        for bad in ["relative/path", "https://api.example/#f", "urn-no-colon"] {
+            assert_eq!(
+                code_of(parse(&c, &form(&[("resource", bad)], &[]))),
+                "invalid_target",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            code_of(parse(
+                &c,
+                &form(
+                    &[
+                        ("resource", "https://a.example"),
+                        ("audience", "https://b.example")
+                    ],
+                    &[]
+                )
+            )),
+            "invalid_target"
+        );
+        let r = parse(
+            &c,
+            &form(
+                &[
+                    ("audience", "https://api.example/p"),
+                    ("scope", "openid pay pay"),
+                ],
+                &[],
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.resource.as_deref(), Some("https://api.example/p"));
+        assert_eq!(r.scope, "openid pay");
         // The state is echoed in errors only within limits.
         assert_eq!(echo_state(&form(&[], &[])), Some("st"));
         assert_eq!(echo_state(&form(&[("state", long.as_str())], &[])), None);

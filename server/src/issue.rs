@@ -1,6 +1,12 @@
 //! Making tokens: RFC 9068 JWT access tokens and OpenID Connect ID tokens, both signed in the
 //! HSM through the keystore, and the record of every access token (by `jti`) that
 //! introspection and revocation read.
+//!
+//! An access token for a registered API (RFC 8707) carries the API's identifier as `aud`, lives
+//! the API's `token_lifetime`, and, when the API registered `token_encryption`, leaves as a
+//! nested JWT: the signed token encrypted to the API's public key
+//! ([`crate::token_encryption`]). Such a token is recorded with the hash of its string too, since
+//! the server cannot read it back.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +18,9 @@ use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::model::Client;
 use crate::policy::Policy;
+use crate::resource_server::ResourceServer;
 use crate::state::AppState;
+use crate::store::AccessTokenKeys;
 
 /// What an access token says, apart from what the server adds (iss, iat, exp, jti, client_id).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +38,9 @@ pub struct AccessTokenRequest<'a> {
     pub acr: Option<&'a str>,
     /// RFC 8705 `cnf.x5t#S256`.
     pub cnf_x5t_s256: Option<&'a str>,
+    /// The registered API the token is for: its identifier is the audience (`audience` is then
+    /// ignored), and its lifetime, signing algorithm and encryption apply.
+    pub api: Option<&'a ResourceServer>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,7 +49,8 @@ pub struct IssuedToken {
     pub expires_in: i64,
 }
 
-/// Signs an RFC 9068 access token (`typ: at+jwt`) in the HSM and records its `jti`.
+/// Signs an RFC 9068 access token (`typ: at+jwt`) in the HSM, encrypts it to its API's key if
+/// the API asks for that, and records its `jti`.
 pub async fn access_token(
     state: &AppState,
     client: &Client,
@@ -46,11 +58,29 @@ pub async fn access_token(
 ) -> Result<IssuedToken, OAuthError> {
     let now = state.now();
     let jti = crate::store::random_id()?;
-    let lifetime = state.lifetimes.access_token;
+    let (audience, lifetime) = match req.api {
+        Some(api) => (
+            api.identifier.as_str(),
+            api.token_lifetime.unwrap_or(state.lifetimes.access_token),
+        ),
+        None => (req.audience, state.lifetimes.access_token),
+    };
+    if let Some(wanted) = req.api.and_then(|a| a.signing_alg.as_deref()) {
+        let alg = state.keystore.signing_key(KeyPurpose::AccessToken)?.alg;
+        if wanted != alg.jose_name() {
+            // Registration refused it; the keys may have changed algorithm since.
+            tracing::error!(api = %audience, wanted, signing = alg.jose_name(),
+                "an API's signing_alg is not the access-token key's algorithm");
+            return Err(OAuthError::server_error(format!(
+                "this server signs access tokens with {}, not the API's registered {wanted}",
+                alg.jose_name()
+            )));
+        }
+    }
     let mut claims = Map::new();
     claims.insert("iss".into(), json!(state.issuer));
     claims.insert("sub".into(), json!(req.sub));
-    claims.insert("aud".into(), json!(req.audience));
+    claims.insert("aud".into(), json!(audience));
     claims.insert("client_id".into(), json!(client.client_id));
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + lifetime));
@@ -66,18 +96,35 @@ pub async fn access_token(
         claims.insert("cnf".into(), json!({ "x5t#S256": t }));
     }
     let claims = Value::Object(claims);
-    let token = state
+    let signed = state
         .keystore
         .sign_jwt(KeyPurpose::AccessToken, Some("at+jwt"), &claims)
         .await?;
+    let encryption = req.api.and_then(|a| a.token_encryption.as_ref());
+    let token = match encryption {
+        None => signed,
+        Some(settings) => settings
+            .encryptor()
+            .and_then(|e| e.wrap(&signed))
+            .map_err(|why| {
+                tracing::error!(api = %audience, error = %why,
+                    "an access token could not be encrypted to its API's key");
+                OAuthError::server_error("the access token could not be encrypted")
+            })?,
+    };
+    let keys = AccessTokenKeys {
+        resource: req.api.map(|a| a.identifier.as_str()),
+        opaque_token: encryption.map(|_| token.as_str()),
+    };
     state
         .store
-        .insert_access_token(
+        .insert_access_token_keyed(
             &jti,
             &client.client_id,
             req.grant_id,
             &claims,
             now + lifetime,
+            keys,
         )
         .await?;
     Ok(IssuedToken {

@@ -22,9 +22,11 @@ mod pages;
 mod policy;
 mod proxy_cert;
 mod request_object;
+mod resource_server;
 mod state;
 mod store;
 mod tls_edge;
+mod token_encryption;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,11 @@ enum Command {
     Clients {
         #[command(subcommand)]
         command: cli::clients::ClientsCommand,
+    },
+    /// APIs (resource servers): create from a JSON file, list, delete.
+    ResourceServers {
+        #[command(subcommand)]
+        command: cli::resource_servers::ResourceServersCommand,
     },
     /// End users: create (password from a file or standard input), list.
     Users {
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
             Command::Serve => cli::serve::run(&config),
             Command::Clients { command } => cli::clients::run(&config, command),
             Command::Users { command } => cli::users::run(&config, command),
+            Command::ResourceServers { command } => cli::resource_servers::run(&config, command),
             Command::HsmWorker => Ok(()),
         }),
     };

@@ -4,6 +4,7 @@
 pub mod clients;
 pub mod hsm;
 pub mod keys;
+pub mod resource_servers;
 pub mod serve;
 pub mod users;
 

@@ -152,8 +152,12 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
             if let Some(why) = Policy::of(&client).par_required(&client) {
                 return Err(back.fail(OAuthError::invalid_request(why)));
             }
-            authz_request::validate(&client, params, redirect_uri.clone())
-                .map_err(|e| back.fail(e))?
+            let request = authz_request::validate(&client, params, redirect_uri.clone())
+                .map_err(|e| back.fail(e))?;
+            authz_request::check_resource(state, &client, &request)
+                .await
+                .map_err(|e| back.fail(e))?;
+            request
         }
     };
     begin(state, headers, &client, request, now).await
@@ -288,6 +292,7 @@ async fn issue_code(
         acr: Some(user.acr.clone()),
         claims: request.claims.clone(),
         s_hash: s_hash.clone(),
+        resource: request.resource.clone(),
         ..Default::default()
     };
     let lifetime = policy.code_lifetime(state.lifetimes.authorization_code);
@@ -398,6 +403,7 @@ mod tests {
             claims: None,
             response_mode: None,
             login_hint: None,
+            resource: None,
         };
         assert!(!must_sign_in(&r, &signed_in(0), 10_000));
         r.max_age = Some(100);

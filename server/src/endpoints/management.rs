@@ -1,5 +1,7 @@
 //! The client management API, `/api/v2/clients` (the seed's Management API): list, create,
-//! read, update (JSON merge patch) and delete registered clients.
+//! read, update (JSON merge patch) and delete registered clients. The API management API
+//! (`/api/v2/resource-servers`, [`super::resource_servers`]) shares its authorisation and body
+//! handling.
 //!
 //! Authorisation: an RFC 9068 access token for the audience [`AppState::management_api`]
 //! (`{issuer}/api/v2/`) in `Authorization: Bearer`, with `read:clients`, `create:clients`,
@@ -64,6 +66,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Request {
             uri: parts.uri.clone(),
             conn,
         })
+    }
+}
+
+impl Request {
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 }
 
@@ -215,7 +223,7 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
 
 /// Runs `work` once the request is authorised for `scope`. Authorisation failures carry the
 /// Bearer challenge (RFC 6750 §3); the others are plain error objects.
-async fn guarded(
+pub(crate) async fn guarded(
     state: &AppState,
     req: &Request,
     scope: &str,
@@ -237,7 +245,7 @@ async fn authorize(state: &AppState, req: &Request, scope: &str) -> Result<(), O
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`] whose media type is one of `accepted`.
-async fn read_json(
+pub(crate) async fn read_json(
     headers: &HeaderMap,
     body: Body,
     accepted: &[&str],
@@ -328,13 +336,13 @@ fn forget_jwks(state: &AppState, client: &Client) {
     }
 }
 
-fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
     no_store(&mut resp);
     resp
 }
 
-fn no_store(resp: &mut Response) {
+pub(crate) fn no_store(resp: &mut Response) {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }

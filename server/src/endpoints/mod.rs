@@ -6,6 +6,7 @@ pub mod introspect;
 pub mod jwks;
 pub mod management;
 pub mod par;
+pub mod resource_servers;
 pub mod revoke;
 pub mod token;
 pub mod userinfo;
@@ -47,6 +48,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(management::get_one)
                 .patch(management::patch)
                 .delete(management::delete)
+                .fallback(|| async { management::method_not_allowed("GET, PATCH, DELETE") }),
+        )
+        .route(
+            "/api/v2/resource-servers",
+            get(resource_servers::list)
+                .post(resource_servers::create)
+                .fallback(|| async { management::method_not_allowed("GET, POST") }),
+        )
+        .route(
+            "/api/v2/resource-servers/{identifier}",
+            get(resource_servers::get_one)
+                .patch(resource_servers::patch)
+                .delete(resource_servers::delete)
                 .fallback(|| async { management::method_not_allowed("GET, PATCH, DELETE") }),
         )
         .route("/par", post(par::par))

@@ -5,7 +5,8 @@
 //!   "disconnect" to stop everything at once.
 //! - An access token is revoked by its `jti` once its signature verifies (a JWT anyone could
 //!   forge must not name what to revoke); it stops working at every resource at once, since
-//!   each looks the `jti` up.
+//!   each looks the `jti` up. A JWE access token (encrypted to its API) is found by the hash of
+//!   its string instead: only a token this server issued can match.
 //! - Another client's token is refused, `400 invalid_request` (RFC 7009 §2.1: the server
 //!   verifies that the token was issued to the client asking).
 //! - A token we cannot verify or do not know: `200`, nothing done (§2.2: the client cannot do
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::bearer;
-use crate::endpoints::introspect::{TokenKind, lookup_order};
+use crate::endpoints::introspect::{TokenKind, is_compact_jwe, lookup_order};
 use crate::endpoints::token::ClientRequest;
 use crate::error::OAuthError;
 use crate::form::Form;
@@ -70,6 +71,20 @@ async fn access_token(
     token: &str,
     client_id: &str,
 ) -> Result<Outcome, OAuthError> {
+    if is_compact_jwe(token) {
+        let Some(record) = state
+            .store
+            .get_access_token_by_token::<Value>(token)
+            .await?
+        else {
+            return Ok(Outcome::NotFound);
+        };
+        if record.client_id != client_id {
+            return Err(not_yours());
+        }
+        state.store.revoke_access_token(&record.jti).await?;
+        return Ok(Outcome::Revoked);
+    }
     // Signature, typ and issuer only: an expired token may still be revoked (to no effect).
     let claims = match bearer::verify_signature(state, token) {
         Ok(c) => c,

@@ -1,5 +1,6 @@
 //! RFC 6749 §4.1.3 with RFC 7636 PKCE: exchanging a code for an access token, an ID token (when
-//! `openid` was granted) and a refresh token (when the client registered the grant).
+//! `openid` was granted) and a refresh token (when the client registered the grant). The access
+//! token is for the API the authorization request named (RFC 8707 `resource`), if any.
 //!
 //! The code is consumed by the database before anything else is checked, so a code is tried at
 //! most once whatever goes wrong afterwards; a second presentation revokes everything issued
@@ -10,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::{UserGrant, insert, require_grant_type, user_tokens};
+use super::{UserGrant, grant_api, insert, require_grant_type, user_tokens};
 use crate::client_auth::AuthenticatedClient;
 use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
@@ -54,6 +55,7 @@ pub async fn grant(
         ));
     }
     check_pkce(&g, form.get("code_verifier"))?;
+    let api = grant_api(state, client, &g, &g.scope, form).await?;
     let cnf = issue::bound_certificate(client, authenticated)?;
     let mut body = user_tokens(
         state,
@@ -65,6 +67,7 @@ pub async fn grant(
             cnf_x5t_s256: cnf.as_deref(),
             nonce: g.nonce.as_deref(),
             code: Some(code),
+            api: api.as_ref(),
         },
     )
     .await?;

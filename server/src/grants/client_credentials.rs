@@ -1,18 +1,24 @@
 //! RFC 6749 §4.4: the client acting for itself. The token is for our own endpoints (audience
 //! the issuer) unless the client names another resource (RFC 8707 `resource`, or `audience` as
-//! the seed's product spells it) that this server knows: today the management API.
+//! the seed's product spells it) that this server knows: the management API, or a registered
+//! API ([`crate::resource_server`]).
+//!
+//! For a registered API the API decides: the client must be in its `allowed_clients`
+//! (`invalid_target` otherwise, RFC 8707 §2), the scope must be among the API's scopes
+//! (`invalid_scope`, RFC 6749 §5.2; none asked: all of them), and the token takes the API's
+//! lifetime and, if configured, its encryption.
 
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{narrow_scope, require_grant_type};
+use super::{named_resource, narrow_scope, require_grant_type};
 use crate::client_auth::AuthenticatedClient;
 use crate::endpoints::token::token_response;
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::form::Form;
 use crate::issue::{self, AccessTokenRequest};
 use crate::model::Client;
+use crate::resource_server::{self, ResourceServer};
 use crate::state::AppState;
 
 pub async fn grant(
@@ -22,8 +28,12 @@ pub async fn grant(
     form: &Form,
 ) -> Result<Response, OAuthError> {
     require_grant_type(client, "client_credentials")?;
-    let audience = audience(state, form)?;
-    let scope = narrow_scope(form.get("scope"), client.scope.as_deref().unwrap_or(""))?;
+    let (audience, api) = target(state, client, form).await?;
+    let allowed = match &api {
+        Some(api) => api.scope_string(),
+        None => client.scope.clone().unwrap_or_default(),
+    };
+    let scope = narrow_scope(form.get("scope"), &allowed)?;
     let cnf = issue::bound_certificate(client, authenticated)?;
     let issued = issue::access_token(
         state,
@@ -33,6 +43,7 @@ pub async fn grant(
             scope: &scope,
             audience: &audience,
             cnf_x5t_s256: cnf.as_deref(),
+            api: api.as_ref(),
             ..Default::default()
         },
     )
@@ -45,28 +56,19 @@ pub async fn grant(
     })))
 }
 
-/// The token's audience: the issuer by default, or the resource the client names. An unknown
-/// resource, or `resource` and `audience` disagreeing: `invalid_target` (RFC 8707 §2).
-fn audience(state: &AppState, form: &Form) -> Result<String, OAuthError> {
-    let named = match (form.get("resource"), form.get("audience")) {
-        (Some(r), Some(a)) if r != a => {
-            return Err(invalid_target(
-                "resource and audience name different resources",
-            ));
-        }
-        (Some(r), _) | (None, Some(r)) => r,
-        (None, None) => return Ok(state.issuer.clone()),
+/// The token's audience: the issuer by default, the management API, or a registered API the
+/// client may use (`invalid_target` for anything else).
+async fn target(
+    state: &AppState,
+    client: &Client,
+    form: &Form,
+) -> Result<(String, Option<ResourceServer>), OAuthError> {
+    let Some(named) = named_resource(form)? else {
+        return Ok((state.issuer.clone(), None));
     };
-    let known = [state.issuer.clone(), state.management_api()];
-    if known.iter().any(|k| k == named) {
-        Ok(named.to_owned())
-    } else {
-        Err(invalid_target(format!(
-            "{named:?} is not a resource this server issues tokens for"
-        )))
+    if named == state.issuer || named == state.management_api() {
+        return Ok((named.to_owned(), None));
     }
-}
-
-fn invalid_target(d: impl Into<String>) -> OAuthError {
-    OAuthError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidTarget, d)
+    let api = resource_server::resolve(state, client, named).await?;
+    Ok((api.identifier.clone(), Some(api)))
 }

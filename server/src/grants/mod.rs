@@ -11,8 +11,10 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::error::{ErrorCode, OAuthError};
+use crate::form::Form;
 use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
 use crate::model::Client;
+use crate::resource_server::{self, ResourceServer, invalid_target};
 use crate::state::AppState;
 use crate::store::AuthorizationGrant;
 
@@ -64,10 +66,12 @@ pub struct UserGrant<'a> {
     pub nonce: Option<&'a str>,
     /// For the ID token's c_hash (a code exchange only).
     pub code: Option<&'a str>,
+    /// The registered API the grant is for ([`grant_api`]); `None`: the server's own endpoints.
+    pub api: Option<&'a ResourceServer>,
 }
 
-/// The token response for a user's grant: an access token for our own endpoints and, when
-/// `openid` is in scope, an ID token whose at_hash covers it.
+/// The token response for a user's grant: an access token for our own endpoints (or for the
+/// grant's API) and, when `openid` is in scope, an ID token whose at_hash covers it.
 pub async fn user_tokens(
     state: &AppState,
     client: &Client,
@@ -85,6 +89,7 @@ pub async fn user_tokens(
             auth_time: g.auth_time,
             acr: g.acr.as_deref(),
             cnf_x5t_s256: u.cnf_x5t_s256,
+            api: u.api,
         },
     )
     .await?;
@@ -112,6 +117,51 @@ pub async fn user_tokens(
         insert(&mut body, "id_token", id_token);
     }
     Ok(body)
+}
+
+/// The resource (RFC 8707 §2) a token request names: `resource`, or `audience` (the seed
+/// product's spelling) as a synonym; both, naming different resources: `invalid_target`.
+pub fn named_resource(form: &Form) -> Result<Option<&str>, OAuthError> {
+    match (form.get("resource"), form.get("audience")) {
+        (Some(r), Some(a)) if r != a => Err(invalid_target(
+            "resource and audience name different resources",
+        )),
+        (Some(r), _) | (None, Some(r)) => Ok(Some(r)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The registered API a user grant's tokens are for: the one its authorization request named.
+/// The token request may repeat it, never name another (RFC 8707 §2.2); naming the issuer is
+/// naming no API. Checked again now, since the API's registration may have changed: the client
+/// must still be allowed (`invalid_target`) and the grant's scope still the API's or OpenID
+/// Connect's (`invalid_scope`).
+pub async fn grant_api(
+    state: &AppState,
+    client: &Client,
+    grant: &AuthorizationGrant,
+    scope: &str,
+    form: &Form,
+) -> Result<Option<ResourceServer>, OAuthError> {
+    let granted = grant
+        .resource
+        .as_deref()
+        .filter(|r| *r != state.issuer.as_str());
+    match (granted, named_resource(form)?) {
+        (None, None) => Ok(None),
+        (None, Some(r)) if r == state.issuer => Ok(None),
+        (None, Some(_)) => Err(invalid_target(
+            "the authorization request named no resource: the token request cannot add one",
+        )),
+        (Some(g), Some(r)) if r != g => Err(invalid_target(
+            "resource is not the one the authorization request named",
+        )),
+        (Some(g), _) => {
+            let api = resource_server::resolve(state, client, g).await?;
+            api.check_user_scope(client, scope)?;
+            Ok(Some(api))
+        }
+    }
 }
 
 /// Adds a member to a token response under construction.

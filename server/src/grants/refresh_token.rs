@@ -14,7 +14,9 @@
 
 use axum::response::Response;
 
-use super::{UserGrant, insert, narrow_scope, require_grant_type, user_tokens};
+use super::{
+    UserGrant, grant_api, insert, named_resource, narrow_scope, require_grant_type, user_tokens,
+};
 use crate::client_auth::AuthenticatedClient;
 use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
@@ -37,15 +39,17 @@ pub async fn grant(
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     // Checked before the rotation, so a bad request does not burn the token.
     let cnf = issue::bound_certificate(client, authenticated)?;
-    if let Some(requested) = form.get("scope") {
-        // A read that decides nothing: the rotation below is still the one atomic step.
+    if form.get("scope").is_some() || named_resource(form)?.is_some() {
+        // A read that decides nothing: the rotation below is still the one atomic step. It
+        // refuses a bad scope or resource before the token is spent on it.
         if let Some(r) = state
             .store
             .get_refresh_token::<AuthorizationGrant>(presented)
             .await?
             .filter(|r| r.client_id == client.client_id)
         {
-            narrow_scope(Some(requested), &r.data.scope)?;
+            let scope = narrow_scope(form.get("scope"), &r.data.scope)?;
+            grant_api(state, client, &r.data, &scope, form).await?;
         }
     }
     let now = state.now();
@@ -58,6 +62,8 @@ pub async fn grant(
     };
     // §6: the new access token's scope may be narrower than the grant's, never wider.
     let scope = narrow_scope(form.get("scope"), &g.scope)?;
+    // RFC 8707: the new access token is for the grant's API, as registered now.
+    let api = grant_api(state, client, &g, &scope, form).await?;
     // OpenID Connect Core §12.2: a refreshed ID token keeps iss, sub, aud and auth_time, and
     // has no nonce.
     let mut body = user_tokens(
@@ -70,6 +76,7 @@ pub async fn grant(
             cnf_x5t_s256: cnf.as_deref(),
             nonce: None,
             code: None,
+            api: api.as_ref(),
         },
     )
     .await?;

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::writer::Writer;
 use super::{Result, StoreError};
 
-/// Rows per statement at most (SQLite allows 32766 parameters; 5 per access-token row).
+/// Rows per statement at most (SQLite allows 32766 parameters; 7 per access-token row).
 pub const MAX_BATCH: usize = 128;
 /// Requests that may wait for a batch before callers wait to enqueue.
 const QUEUE: usize = 4096;
@@ -37,6 +37,10 @@ pub struct AccessTokenRow {
     pub grant_id: Option<String>,
     pub data: String,
     pub expires_at: i64,
+    /// The registered API the token is for (`None`: the server's own endpoints).
+    pub resource: Option<String>,
+    /// For tokens the server cannot read back (JWE): the hash to find the record by.
+    pub token_hash: Option<String>,
 }
 
 type Reply<R> = oneshot::Sender<Result<R>>;
@@ -156,12 +160,13 @@ async fn write_jtis(writer: Writer, rows: Vec<JtiRow>) -> Result<Vec<bool>> {
 
 async fn write_access_tokens(writer: Writer, rows: Vec<AccessTokenRow>) -> Result<Vec<bool>> {
     let sql = format!(
-        "WITH v (jti, client_id, grant_id, data, expires_at) AS (VALUES {}) \
-         INSERT INTO access_tokens (jti, client_id, grant_id, data, expires_at) \
-         SELECT jti, client_id, grant_id, data, expires_at FROM v \
+        "WITH v (jti, client_id, grant_id, data, expires_at, resource, token_hash) AS (VALUES {}) \
+         INSERT INTO access_tokens \
+         (jti, client_id, grant_id, data, expires_at, resource, token_hash) \
+         SELECT jti, client_id, grant_id, data, expires_at, resource, token_hash FROM v \
          WHERE NOT EXISTS (SELECT 1 FROM revoked_grants r WHERE r.grant_id = v.grant_id) \
          RETURNING jti",
-        values(rows.len(), 5)
+        values(rows.len(), 7)
     );
     let (rows, inserted) = writer
         .write(move |c| {
@@ -174,7 +179,9 @@ async fn write_access_tokens(writer: Writer, rows: Vec<AccessTokenRow>) -> Resul
                         .bind(&r.client_id)
                         .bind(&r.grant_id)
                         .bind(&r.data)
-                        .bind(r.expires_at);
+                        .bind(r.expires_at)
+                        .bind(&r.resource)
+                        .bind(&r.token_hash);
                 }
                 let inserted: HashSet<String> = q
                     .fetch_all(&mut *c)

@@ -91,7 +91,8 @@ impl Store {
         }
         // What the client held dies with it: its tokens stop working at once (a client
         // re-created under the same client_id inherits nothing), its pending requests, codes
-        // and the consents users gave it are gone. Assertion jtis stay until they expire, so a
+        // and the consents users gave it are gone, and so is its place in every API's
+        // allowed_clients. Assertion jtis stay until they expire, so a
         // re-created client cannot have an old assertion replayed.
         for sql in [
             "UPDATE access_tokens SET revoked = TRUE WHERE client_id = $1",
@@ -103,6 +104,7 @@ impl Store {
         ] {
             sqlx::query(sql).bind(client_id).execute(&mut *tx).await?;
         }
+        super::resource_servers::forget_client(&mut tx, client_id).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -36,6 +36,10 @@ pub struct AuthorizationGrant {
     /// FAPI 1 levels: the `s_hash` of the request's state, for the token endpoint's ID token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s_hash: Option<String>,
+    /// RFC 8707: the registered API (its identifier) the authorization request named; its
+    /// tokens are for that API. `None`: the server's own endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     /// RFC 9396 rich authorization requests, as approved (set once RAR is built).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<serde_json::Value>,

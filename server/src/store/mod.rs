@@ -19,6 +19,7 @@ mod consents;
 mod interactions;
 mod jti;
 mod par;
+mod resource_servers;
 mod sessions;
 mod tokens;
 mod users;
@@ -33,7 +34,7 @@ use crate::error::OAuthError;
 
 pub use codes::AuthorizationGrant;
 pub use interactions::{Interaction, SignedIn};
-pub use tokens::RotatedRefreshToken;
+pub use tokens::{AccessTokenKeys, RotatedRefreshToken};
 
 /// The bookkeeping table of the server's migrations (the keystore keeps its own in the same
 /// database).

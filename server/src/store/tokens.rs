@@ -48,10 +48,19 @@ pub struct AccessTokenRecord<T> {
 }
 
 impl<T> AccessTokenRecord<T> {
-    #[cfg(test)]
     pub fn is_active(&self, now: i64) -> bool {
         !self.revoked && now < self.expires_at
     }
+}
+
+/// What else an access-token record is found by, besides its jti.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessTokenKeys<'a> {
+    /// The registered API the token is for: deleting the API revokes the token.
+    pub resource: Option<&'a str>,
+    /// The token string itself, for a token whose claims the server cannot read back (a JWE
+    /// encrypted to its API): only its SHA-256 is stored, to find the record by.
+    pub opaque_token: Option<&'a str>,
 }
 
 /// Rows newly revoked by [`Store::revoke_grant`].
@@ -253,6 +262,7 @@ impl Store {
     }
 
     /// Records an access token by its jti (the JWT's `jti` claim).
+    #[cfg(test)]
     pub async fn insert_access_token<T: Serialize>(
         &self,
         jti: &str,
@@ -260,6 +270,28 @@ impl Store {
         grant_id: Option<&str>,
         data: &T,
         expires_at: i64,
+    ) -> Result<()> {
+        self.insert_access_token_keyed(
+            jti,
+            client_id,
+            grant_id,
+            data,
+            expires_at,
+            AccessTokenKeys::default(),
+        )
+        .await
+    }
+
+    /// As [`Store::insert_access_token`], also recording the API the token is for and, for a
+    /// token the server cannot read back (JWE), the hash of the token string.
+    pub async fn insert_access_token_keyed<T: Serialize>(
+        &self,
+        jti: &str,
+        client_id: &str,
+        grant_id: Option<&str>,
+        data: &T,
+        expires_at: i64,
+        keys: AccessTokenKeys<'_>,
     ) -> Result<()> {
         let written = self
             .batches
@@ -269,12 +301,30 @@ impl Store {
                 grant_id: grant_id.map(str::to_owned),
                 data: serde_json::to_string(data)?,
                 expires_at,
+                resource: keys.resource.map(str::to_owned),
+                token_hash: keys.opaque_token.map(hash_secret),
             })
             .await?;
         if !written {
             return Err(StoreError::GrantRevoked);
         }
         Ok(())
+    }
+
+    /// The access token recorded with this token string (see
+    /// [`AccessTokenKeys::opaque_token`]), whatever its state; `None` if unknown.
+    pub async fn get_access_token_by_token<T: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<Option<AccessTokenRecord<T>>> {
+        let row = sqlx::query(
+            "SELECT jti, client_id, grant_id, data, expires_at, revoked \
+             FROM access_tokens WHERE token_hash = $1",
+        )
+        .bind(hash_secret(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| access_token_from_row(&r)).transpose()
     }
 
     /// The access token with this jti, whatever its state (see `is_active`); `None` if unknown.
@@ -289,16 +339,7 @@ impl Store {
         .bind(jti)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        let data: String = r.try_get("data")?;
-        Ok(Some(AccessTokenRecord {
-            jti: r.try_get("jti")?,
-            client_id: r.try_get("client_id")?,
-            grant_id: r.try_get("grant_id")?,
-            data: serde_json::from_str(&data)?,
-            expires_at: r.try_get("expires_at")?,
-            revoked: r.try_get("revoked")?,
-        }))
+        row.map(|r| access_token_from_row(&r)).transpose()
     }
 
     /// Revokes one access token; `true` if it exists (revoked now or before).
@@ -309,6 +350,20 @@ impl Store {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+fn access_token_from_row<T: DeserializeOwned>(
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<AccessTokenRecord<T>> {
+    let data: String = r.try_get("data")?;
+    Ok(AccessTokenRecord {
+        jti: r.try_get("jti")?,
+        client_id: r.try_get("client_id")?,
+        grant_id: r.try_get("grant_id")?,
+        data: serde_json::from_str(&data)?,
+        expires_at: r.try_get("expires_at")?,
+        revoked: r.try_get("revoked")?,
+    })
 }
 
 #[cfg(test)]
@@ -598,5 +653,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn opaque_tokens_are_found_by_their_hash_and_die_with_their_api() {
+        let (store, _dir) = temp_store().await;
+        let keys = AccessTokenKeys {
+            resource: Some("https://api.example"),
+            opaque_token: Some("eyJ.a.b.c.d"),
+        };
+        store
+            .insert_access_token_keyed("j1", "c1", None, &json!({"aud": "x"}), 2000, keys)
+            .await
+            .unwrap();
+        let stored: String = sqlx::query_scalar("SELECT token_hash FROM access_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_ne!(stored, "eyJ.a.b.c.d");
+        let r = store
+            .get_access_token_by_token::<Value>("eyJ.a.b.c.d")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.jti.as_str(), r.data), ("j1", json!({"aud": "x"})));
+        assert!(
+            store
+                .get_access_token_by_token::<Value>("eyJ.a.b.c.e")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Plain tokens have no hash: many NULLs live under the unique index.
+        for jti in ["j2", "j3"] {
+            store
+                .insert_access_token(jti, "c1", None, &json!({}), 2000)
+                .await
+                .unwrap();
+        }
     }
 }

@@ -1,0 +1,100 @@
+//! `strongroom resource-servers …`: register APIs from the command line (bootstrap; the
+//! management API at `/api/v2/resource-servers` does the same over HTTPS).
+
+use strongroom_keystore::KeyPurpose;
+
+use crate::config::Config;
+use crate::resource_server::ResourceServer;
+use crate::store::Store;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ResourceServersCommand {
+    /// Register an API from a JSON file (identifier, name, scopes, token_lifetime, signing_alg,
+    /// allowed_clients, authorization_details, token_encryption); prints it as stored.
+    Create {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Every registered API, as JSON.
+    List,
+    /// Delete an API (its access tokens are revoked with it).
+    Delete {
+        #[arg(long)]
+        identifier: String,
+    },
+}
+
+pub fn run(config: &Config, command: ResourceServersCommand) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let store = Store::open(&config.database_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = strongroom_keystore::Clock::now(&strongroom_keystore::SystemClock);
+        match command {
+            ResourceServersCommand::Create { file } => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                let api = ResourceServer::from_json(value).map_err(|e| e.to_string())?;
+                let alg = access_token_alg(config, now).await?;
+                let issuer = config.server.issuer.trim_end_matches('/');
+                api.check_for_server(issuer, &format!("{issuer}/api/v2/"), alg.as_deref())
+                    .map_err(|e| e.to_string())?;
+                let created = store
+                    .insert_resource_server(&api, now)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("an API {:?} already exists", api.identifier))?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&created).map_err(|e| e.to_string())?
+                );
+            }
+            ResourceServersCommand::List => {
+                let all = store
+                    .list_resource_servers()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
+                );
+            }
+            ResourceServersCommand::Delete { identifier } => {
+                if !store
+                    .delete_resource_server(&identifier)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!("no API {identifier:?}"));
+                }
+                println!("deleted API {identifier}; its access tokens are revoked");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The algorithm of the access-token key that signs now, from the key records in the database
+/// (the CLI does not open the HSM for this); `None` before the server has made its keys.
+async fn access_token_alg(config: &Config, now: i64) -> Result<Option<String>, String> {
+    let keys = strongroom_keystore::Store::open(&config.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let all = keys.all().await.map_err(|e| e.to_string())?;
+    Ok(all
+        .iter()
+        .filter(|k| {
+            k.purpose == KeyPurpose::AccessToken
+                && k.retired_at.is_none()
+                && k.destroyed_at.is_none()
+                && k.activates_at <= now
+        })
+        .max_by_key(|k| k.activates_at)
+        .map(|k| k.alg.as_str().to_owned()))
+}
