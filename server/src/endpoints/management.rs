@@ -106,13 +106,8 @@ pub async fn create(State(state): State<Arc<AppState>>, req: Request, body: Body
                     "a client with this client_id already exists",
                 )
             })?;
-        let mut resp = json(StatusCode::CREATED, &created);
-        if let Ok(location) =
-            HeaderValue::from_str(&format!("/api/v2/clients/{}", created.client_id))
-        {
-            resp.headers_mut().insert(header::LOCATION, location);
-        }
-        Ok(resp)
+        let location = format!("/api/v2/clients/{}", created.client_id);
+        Ok(created_at(&location, &created))
     })
     .await
 }
@@ -143,12 +138,7 @@ pub async fn patch(
 ) -> Response {
     guarded(&state, &req, UPDATE, async {
         let id = client_id(path)?;
-        let patch = read_json(
-            &req.headers,
-            body,
-            &["application/json", "application/merge-patch+json"],
-        )
-        .await?;
+        let patch = read_merge_patch(&req.headers, body).await?;
         let current = state.store.get_client(&id).await?.ok_or_else(not_found)?;
         if let Some(v) = patch.get("client_id") {
             if v.as_str() != Some(id.as_str()) {
@@ -167,10 +157,7 @@ pub async fn patch(
                 "unknown client metadata field {unknown:?}"
             )));
         }
-        let mut doc = serde_json::to_value(&current)
-            .map_err(|_| OAuthError::server_error("the stored client does not serialize"))?;
-        merge_patch(&mut doc, &patch);
-        let client = metadata(doc)?;
+        let client = metadata(patched(&current, &patch, "client")?)?;
         check(&client)?;
         let updated = state
             .store
@@ -201,9 +188,7 @@ pub async fn delete(
         if let Some(c) = &existing {
             forget_jwks(&state, c);
         }
-        let mut resp = StatusCode::NO_CONTENT.into_response();
-        no_store(&mut resp);
-        Ok(resp)
+        Ok(no_content())
     })
     .await
 }
@@ -318,16 +303,11 @@ fn check_client_id(id: &str) -> Result<(), OAuthError> {
 }
 
 fn client_id(path: Result<Path<String>, PathRejection>) -> Result<String, OAuthError> {
-    path.map(|Path(id)| id)
-        .map_err(|_| OAuthError::invalid_request("the client_id in the path is not valid"))
+    path_id(path, "the client_id in the path is not valid")
 }
 
 fn not_found() -> OAuthError {
-    OAuthError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::InvalidRequest,
-        "no client with this client_id",
-    )
+    no_such("no client with this client_id")
 }
 
 fn forget_jwks(state: &AppState, client: &Client) {
@@ -336,13 +316,71 @@ fn forget_jwks(state: &AppState, client: &Client) {
     }
 }
 
+/// Reads a PATCH body: a JSON merge patch as `application/json` or
+/// `application/merge-patch+json`.
+pub(crate) async fn read_merge_patch(headers: &HeaderMap, body: Body) -> Result<Value, OAuthError> {
+    read_json(
+        headers,
+        body,
+        &["application/json", "application/merge-patch+json"],
+    )
+    .await
+}
+
+/// The stored record `current` as JSON with `patch` merged over it, for the collection to read
+/// back and check as on create; `what` names the record in the (server) error.
+pub(crate) fn patched(
+    current: &impl serde::Serialize,
+    patch: &Value,
+    what: &str,
+) -> Result<Value, OAuthError> {
+    let mut doc = serde_json::to_value(current)
+        .map_err(|_| OAuthError::server_error(format!("the stored {what} does not serialize")))?;
+    merge_patch(&mut doc, patch);
+    Ok(doc)
+}
+
+/// The `{id}` of the path, or `invalid_request` saying `invalid`.
+pub(crate) fn path_id(
+    path: Result<Path<String>, PathRejection>,
+    invalid: &'static str,
+) -> Result<String, OAuthError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| OAuthError::invalid_request(invalid))
+}
+
+/// 404 `invalid_request` for a record the path names but the store does not hold.
+pub(crate) fn no_such(description: &'static str) -> OAuthError {
+    OAuthError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest,
+        description,
+    )
+}
+
 pub(crate) fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
     no_store(&mut resp);
     resp
 }
 
-pub(crate) fn no_store(resp: &mut Response) {
+/// 201 with the record as stored and `Location: location` (a path the caller has made safe).
+pub(crate) fn created_at(location: &str, body: &impl serde::Serialize) -> Response {
+    let mut resp = json(StatusCode::CREATED, body);
+    if let Ok(location) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    resp
+}
+
+/// 204 for a deletion.
+pub(crate) fn no_content() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    no_store(&mut resp);
+    resp
+}
+
+fn no_store(resp: &mut Response) {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }

@@ -16,11 +16,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use strongroom_keystore::KeyPurpose;
 
-use super::management::{Request, guarded, json, merge_patch, no_store, read_json};
+use super::management::{
+    Request, created_at, guarded, json, no_content, no_such, patched, path_id, read_json,
+    read_merge_patch,
+};
 use crate::error::{ErrorCode, OAuthError};
 use crate::resource_server::ResourceServer;
 use crate::state::AppState;
@@ -56,15 +59,11 @@ pub async fn create(State(state): State<Arc<AppState>>, req: Request, body: Body
                     "an API with this identifier already exists",
                 )
             })?;
-        let mut resp = json(StatusCode::CREATED, &created);
         let location = format!(
             "/api/v2/resource-servers/{}",
             url::form_urlencoded::byte_serialize(created.identifier.as_bytes()).collect::<String>()
         );
-        if let Ok(location) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(header::LOCATION, location);
-        }
-        Ok(resp)
+        Ok(created_at(&location, &created))
     })
     .await
 }
@@ -98,12 +97,7 @@ pub async fn patch(
 ) -> Response {
     guarded(&state, &req, UPDATE, async {
         let id = identifier(path)?;
-        let patch = read_json(
-            req.headers(),
-            body,
-            &["application/json", "application/merge-patch+json"],
-        )
-        .await?;
+        let patch = read_merge_patch(req.headers(), body).await?;
         if !patch.is_object() {
             return Err(OAuthError::invalid_request(
                 "the merge patch must be a JSON object",
@@ -121,10 +115,7 @@ pub async fn patch(
             .get_resource_server(&id)
             .await?
             .ok_or_else(not_found)?;
-        let mut doc = serde_json::to_value(&current)
-            .map_err(|_| OAuthError::server_error("the stored API does not serialize"))?;
-        merge_patch(&mut doc, &patch);
-        let api = ResourceServer::from_json(doc)?;
+        let api = ResourceServer::from_json(patched(&current, &patch, "API")?)?;
         check_for_server(&state, &api)?;
         let updated = state
             .store
@@ -148,9 +139,7 @@ pub async fn delete(
         if !state.store.delete_resource_server(&id).await? {
             return Err(not_found());
         }
-        let mut resp = StatusCode::NO_CONTENT.into_response();
-        no_store(&mut resp);
-        Ok(resp)
+        Ok(no_content())
     })
     .await
 }
@@ -167,17 +156,12 @@ fn check_for_server(state: &AppState, api: &ResourceServer) -> Result<(), OAuthE
 }
 
 fn identifier(path: Result<Path<String>, PathRejection>) -> Result<String, OAuthError> {
-    path.map(|Path(id)| id).map_err(|_| {
-        OAuthError::invalid_request(
-            "the API identifier in the path is not valid (percent-encode it)",
-        )
-    })
+    path_id(
+        path,
+        "the API identifier in the path is not valid (percent-encode it)",
+    )
 }
 
 fn not_found() -> OAuthError {
-    OAuthError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::InvalidRequest,
-        "no API with this identifier",
-    )
+    no_such("no API with this identifier")
 }
