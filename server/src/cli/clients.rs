@@ -3,7 +3,6 @@
 
 use crate::config::Config;
 use crate::model::{Client, ComplianceLevel};
-use crate::store::Store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClientsCommand {
@@ -47,14 +46,7 @@ fn parse_level(s: &str) -> Result<Level, String> {
 }
 
 pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        let store = Store::open(&config.database_url)
-            .await
-            .map_err(|e| e.to_string())?;
+    super::with_store(config, |store| async move {
         match command {
             ClientsCommand::Create {
                 file,
@@ -73,10 +65,7 @@ pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
                     .create_client(&client, now)
                     .await
                     .map_err(|e| e.to_string())?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&created).map_err(|e| e.to_string())?
-                );
+                super::print_json(&created)?;
             }
             ClientsCommand::SetComplianceLevel {
                 client_id,
@@ -94,17 +83,11 @@ pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
                     .update_client(&client_id, &client, now)
                     .await
                     .map_err(|e| e.to_string())?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&client).map_err(|e| e.to_string())?
-                );
+                super::print_json(&client)?;
             }
             ClientsCommand::List => {
                 let all = store.list_clients().await.map_err(|e| e.to_string())?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
-                );
+                super::print_json(&all)?;
             }
         }
         Ok(())

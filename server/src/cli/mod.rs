@@ -10,3 +10,34 @@ pub mod users;
 
 /// A Unix time as RFC 3339 (UTC, seconds).
 pub use strongroom_keystore::clock::rfc3339 as when;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Runs `work` on a single-threaded runtime with the server's database open: the prologue of
+/// the actions that read or write it. Errors are the messages the command prints.
+fn with_store<F, Fut>(config: &Config, work: F) -> Result<(), String>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let store = Store::open(&config.database_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        work(store).await
+    })
+}
+
+/// Prints `value` as pretty JSON on standard output.
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}

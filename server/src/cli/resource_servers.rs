@@ -5,7 +5,6 @@ use strongroom_keystore::KeyPurpose;
 
 use crate::config::Config;
 use crate::resource_server::ResourceServer;
-use crate::store::Store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ResourceServersCommand {
@@ -25,14 +24,7 @@ pub enum ResourceServersCommand {
 }
 
 pub fn run(config: &Config, command: ResourceServersCommand) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        let store = Store::open(&config.database_url)
-            .await
-            .map_err(|e| e.to_string())?;
+    super::with_store(config, |store| async move {
         let now = strongroom_keystore::Clock::now(&strongroom_keystore::SystemClock);
         match command {
             ResourceServersCommand::Create { file } => {
@@ -50,20 +42,14 @@ pub fn run(config: &Config, command: ResourceServersCommand) -> Result<(), Strin
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("an API {:?} already exists", api.identifier))?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&created).map_err(|e| e.to_string())?
-                );
+                super::print_json(&created)?;
             }
             ResourceServersCommand::List => {
                 let all = store
                     .list_resource_servers()
                     .await
                     .map_err(|e| e.to_string())?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
-                );
+                super::print_json(&all)?;
             }
             ResourceServersCommand::Delete { identifier } => {
                 if !store

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Password length bounds, in characters: NIST SP 800-63B's minimum, and a maximum that keeps
 /// hashing cheap enough.
@@ -58,14 +58,7 @@ pub fn run(config: &Config, command: UsersCommand) -> Result<(), String> {
         }
         UsersCommand::List => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        let store = Store::open(&config.database_url)
-            .await
-            .map_err(|e| e.to_string())?;
+    super::with_store(config, |store| async move {
         let output = match create {
             Some((username, password, claims)) => {
                 let now = strongroom_keystore::Clock::now(&strongroom_keystore::SystemClock);
@@ -95,11 +88,7 @@ pub fn run(config: &Config, command: UsersCommand) -> Result<(), String> {
                 )
             }
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&output).map_err(|e| e.to_string())?
-        );
-        Ok(())
+        super::print_json(&output)
     })
 }
 
