@@ -317,14 +317,12 @@ impl Store {
         &self,
         token: &str,
     ) -> Result<Option<AccessTokenRecord<T>>> {
-        let row = sqlx::query(
+        self.access_token_where(
             "SELECT jti, client_id, grant_id, data, expires_at, revoked \
              FROM access_tokens WHERE token_hash = $1",
+            &hash_secret(token),
         )
-        .bind(hash_secret(token))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| access_token_from_row(&r)).transpose()
+        .await
     }
 
     /// The access token with this jti, whatever its state (see `is_active`); `None` if unknown.
@@ -332,13 +330,24 @@ impl Store {
         &self,
         jti: &str,
     ) -> Result<Option<AccessTokenRecord<T>>> {
-        let row = sqlx::query(
+        self.access_token_where(
             "SELECT jti, client_id, grant_id, data, expires_at, revoked \
              FROM access_tokens WHERE jti = $1",
+            jti,
         )
-        .bind(jti)
-        .fetch_optional(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// The access token `select` finds by `key` (its `$1`), or `None`.
+    async fn access_token_where<T: DeserializeOwned>(
+        &self,
+        select: &'static str,
+        key: &str,
+    ) -> Result<Option<AccessTokenRecord<T>>> {
+        let row = sqlx::query(select)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| access_token_from_row(&r)).transpose()
     }
 
