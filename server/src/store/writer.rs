@@ -15,6 +15,12 @@
 //! caller sees the error; the rest of the group commits. A caller hears its answer only after
 //! the commit: if the commit fails, every caller in the group gets that error and nothing of
 //! the group is kept. Nothing waits for a timer: alone, a write is one transaction, as before.
+//!
+//! One edge is not atomic: a statement that hits an I/O or disk-full error can make SQLite roll
+//! the whole transaction back by itself; the group's later statements then run in autocommit
+//! and may persist, while COMMIT fails and every caller is told its write failed. That errs the
+//! safe way for what goes through here (a code or request_uri consumed but refused, a row
+//! written that nobody was given), and the connection is closed rather than reused.
 
 use std::pin::Pin;
 
