@@ -10,9 +10,9 @@
 //!   (`token_encryption`, see [`crate::token_encryption`]): the server never holds a private key
 //!   for that, so private key material is refused anywhere in a registration.
 //!
-//! `authorization_details` lists the RFC 9396 types the API accepts, each with a JSON Schema.
-//! They are stored and returned here; [`ResourceServer::authorization_details_types`] and
-//! [`ResourceServer::authorization_details_schema`] are what the RAR step validates against.
+//! `authorization_details` lists the RFC 9396 types the API accepts, each with a JSON Schema
+//! (compiled at registration; no `$ref` outside it is followed). Requests are checked against
+//! them by [`crate::authorization_details`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -186,6 +186,14 @@ impl ResourceServer {
                     short(&t.kind)
                 )));
             }
+            if let Err(why) = crate::authorization_details::compile(&t.schema) {
+                return Err(bad(format!(
+                    "the schema of authorization_details type {:?} is not a usable JSON Schema \
+                     (no $ref outside the schema is followed): {}",
+                    short(&t.kind),
+                    short(&why)
+                )));
+            }
             types.push(&t.kind);
         }
         if let Some(enc) = &self.token_encryption {
@@ -233,20 +241,12 @@ impl ResourceServer {
         self.scope_values().collect::<Vec<_>>().join(" ")
     }
 
-    /// The RFC 9396 types this API accepts (the RAR step's source of truth).
-    #[allow(
-        dead_code,
-        reason = "the rich authorization request step validates with it"
-    )]
+    /// The RFC 9396 types this API accepts.
     pub fn authorization_details_types(&self) -> impl Iterator<Item = &str> {
         self.authorization_details.iter().map(|t| t.kind.as_str())
     }
 
     /// The JSON Schema registered for `kind`, if the API accepts that type.
-    #[allow(
-        dead_code,
-        reason = "the rich authorization request step validates with it"
-    )]
     pub fn authorization_details_schema(&self, kind: &str) -> Option<&Value> {
         self.authorization_details
             .iter()
