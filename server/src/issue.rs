@@ -114,7 +114,7 @@ pub async fn access_token(
     let token = match encryption {
         None => signed,
         Some(settings) => settings
-            .encryptor()
+            .shared_encryptor()
             .and_then(|e| e.wrap(&signed))
             .map_err(|why| {
                 tracing::error!(api = %audience, error = %why,

@@ -18,6 +18,7 @@ mod grants;
 mod issue;
 mod jwks_fetch;
 mod jws_keys;
+mod memo;
 mod model;
 mod pages;
 mod policy;
