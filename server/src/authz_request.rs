@@ -270,10 +270,12 @@ pub fn validate(
     let (code_challenge, code_challenge_method) = checked_pkce(policy, params)?;
 
     let resource = checked_resource(params)?;
-    let scope = match resource {
-        None => checked_scope(client, params.get("scope").unwrap_or(""))?,
-        // The API's scopes: checked with the API's registration (check_resource).
-        Some(_) => deduplicated_scope(params.get("scope").unwrap_or(""))?,
+    let scope = if resource.is_none() && authorization_details.is_none() {
+        checked_scope(client, params.get("scope").unwrap_or(""))?
+    } else {
+        // For an API (named, or found from the details' types): checked with the API's
+        // registration by check_resource.
+        deduplicated_scope(params.get("scope").unwrap_or(""))?
     };
     // OpenID Connect Core §3.3.2.1: the hybrid flow is an OpenID Connect request.
     if hybrid && !scope.split_whitespace().any(|s| s == "openid") {

@@ -84,9 +84,10 @@ pub fn login(
 /// The consent form: approve or deny, posted with the hidden `csrf` to /authorize/consent.
 /// `authorization_details` (RFC 9396), if any, are shown in full, one section each, before the
 /// scopes: they are what the user approves or refuses as a whole.
+/// Each scope comes with what it means (`describe_scope`, or the API's registered description).
 pub fn consent(
     client_name: &str,
-    scopes: &[String],
+    scopes: &[(String, String)],
     authorization_details: &[serde_json::Value],
     csrf: &str,
     return_host: &str,
@@ -94,10 +95,10 @@ pub fn consent(
 ) -> Response {
     let items: String = scopes
         .iter()
-        .map(|s| {
+        .map(|(s, meaning)| {
             format!(
                 "<li>{} (<code>{}</code>)</li>\n",
-                escape(describe_scope(s)),
+                escape(meaning),
                 escape(s)
             )
         })
@@ -108,17 +109,17 @@ pub fn consent(
         (false, true) => format!("<p>It asks to:</p>\n<ul>\n{items}</ul>"),
         (false, false) => format!("<p>It also asks to:</p>\n<ul>\n{items}</ul>"),
     };
-    let (title, intro) = if authorization_details.is_empty() {
-        ("Allow access?", "wants to access your account.")
+    let (title, intro, yes) = if authorization_details.is_empty() {
+        ("Allow access?", "wants to access your account.", "Allow")
     } else {
-        ("Approve this request?", "asks you to approve:")
+        ("Approve this request?", "asks you to approve:", "Approve")
     };
     let body = format!(
         "<h1>{title}</h1>\n<p><strong>{client}</strong> {intro}</p>\n{details}\
          {asked}\n<p>You will then return to <strong>{host}</strong>.</p>\n\
          <form method=\"post\" action=\"/authorize/consent\">\n\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
-         <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>\n\
+         <button type=\"submit\" name=\"decision\" value=\"approve\">{yes}</button>\n\
          <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\n</form>",
         client = escape(client_name),
         details = details::render(authorization_details),
@@ -148,7 +149,8 @@ fn form_action(client_origin: Option<&str>) -> String {
     }
 }
 
-fn describe_scope(scope: &str) -> &'static str {
+/// What a standard scope means to the user (an API's scopes carry their own description).
+pub fn describe_scope(scope: &str) -> &'static str {
     match scope {
         "openid" => "Confirm who you are",
         "profile" => "See your name and profile",

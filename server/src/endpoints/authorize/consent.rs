@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::cookies::{INTERACTION_COOKIE, clear_cookie};
 use super::page_form::PageForm;
-use super::respond::{Stop, ToClient, finish, see_other};
+use super::respond::{Stop, ToClient, finish, page, see_other};
 use super::{
     client_origin, consent_resource, context, current_interaction, display_name,
     expired_interaction, issue_code,
@@ -45,9 +45,31 @@ async fn show(state: &AppState, headers: &HeaderMap) -> Result<Response, Stop> {
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
+    let api = match request.resource.as_deref().filter(|r| *r != state.issuer) {
+        Some(r) => state.store.get_resource_server(r).await.map_err(page)?,
+        None => None,
+    };
+    let scopes: Vec<(String, String)> = request
+        .scopes()
+        .into_iter()
+        .map(|s| {
+            let meaning = api
+                .as_ref()
+                .and_then(|a| {
+                    a.scopes
+                        .iter()
+                        .find(|x| x.value == s && !x.description.is_empty())
+                })
+                .map_or_else(
+                    || pages::describe_scope(&s).to_owned(),
+                    |x| x.description.clone(),
+                );
+            (s, meaning)
+        })
+        .collect();
     Ok(pages::consent(
         display_name(&client),
-        &request.scopes(),
+        &scopes,
         request.authorization_details.as_deref().unwrap_or_default(),
         &interaction.csrf,
         &host,
