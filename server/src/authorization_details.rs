@@ -33,8 +33,8 @@ pub const MAX_ENTRIES: usize = 16;
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
 /// The deepest nesting of arrays and objects inside one entry (the entry itself is level 1).
 pub const MAX_DEPTH: usize = 8;
-/// The longest `type` value.
-const MAX_TYPE_LEN: usize = 128;
+// The longest `type` value is the longest an API can register.
+use crate::resource_server::MAX_TYPE_LEN;
 
 /// `invalid_authorization_details` (RFC 9396 §5), 400.
 pub fn invalid(d: impl Into<String>) -> OAuthError {

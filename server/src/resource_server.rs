@@ -31,7 +31,7 @@ const MAX_IDENTIFIER_LEN: usize = 1024;
 const MAX_NAME_LEN: usize = 200;
 const MAX_SCOPES: usize = 200;
 const MAX_DESCRIPTION_LEN: usize = 1000;
-const MAX_TYPE_LEN: usize = 256;
+pub const MAX_TYPE_LEN: usize = 256;
 const MAX_ALLOWED_CLIENTS: usize = 1000;
 
 /// A registered API, as the management API accepts and returns it.
