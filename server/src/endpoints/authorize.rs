@@ -173,15 +173,24 @@ async fn begin(
     now: i64,
 ) -> Result<Response, Stop> {
     let back = ToClient::of(state, &request);
+    // The session and what its user granted this client, in one read.
     let session = match cookie(headers, SESSION_COOKIE) {
         Some(id) => state
             .store
-            .get_login_session(id, now)
+            .get_login_session_and_consent(
+                id,
+                &client.client_id,
+                consent_resource(state, &request),
+                now,
+            )
             .await
             .map_err(|e| back.fail(e))?,
         None => None,
     };
-    let user = session.filter(|s| !must_sign_in(&request, s, now));
+    let (user, granted) = match session.filter(|(s, _)| !must_sign_in(&request, s, now)) {
+        Some((user, granted)) => (Some(user), granted),
+        None => (None, Vec::new()),
+    };
     let silent = request.has_prompt(Prompt::None);
     match &user {
         None if silent => {
@@ -191,12 +200,7 @@ async fn begin(
                 "the user is not signed in and prompt=none forbids asking",
             )));
         }
-        Some(u)
-            if !request.has_prompt(Prompt::Consent)
-                && consented(state, u, &request)
-                    .await
-                    .map_err(|e| back.fail(e))? =>
-        {
+        Some(u) if !request.has_prompt(Prompt::Consent) && covers(&request, &granted) => {
             return issue_code(state, client, &request, u, None, now).await;
         }
         Some(_) if silent => {
@@ -249,16 +253,12 @@ fn must_sign_in(request: &AuthorizationRequest, session: &SignedIn, now: i64) ->
 }
 
 /// Whether `user` has granted this client every scope the request asks for, for the same
-/// resource. (A request with `authorization_details` is never answered from a remembered
-/// consent: each transaction is approved by itself.)
+/// resource ([`covers`]).
 async fn consented(
     state: &AppState,
     user: &SignedIn,
     request: &AuthorizationRequest,
 ) -> Result<bool, StoreError> {
-    if request.authorization_details.is_some() {
-        return Ok(false);
-    }
     let granted = state
         .store
         .granted_scopes(
@@ -267,11 +267,16 @@ async fn consented(
             consent_resource(state, request),
         )
         .await?;
-    if granted.is_empty() {
-        // Nothing remembered: even a request for no scope shows the consent page once.
-        return Ok(false);
-    }
-    Ok(request.scopes().iter().all(|s| granted.contains(s)))
+    Ok(covers(request, &granted))
+}
+
+/// Whether the remembered scopes `granted` answer `request` without the consent page. A request
+/// with `authorization_details` never is: each transaction is approved by itself. Nothing
+/// remembered means the page is shown once, even for a request asking for no scope.
+fn covers(request: &AuthorizationRequest, granted: &[String]) -> bool {
+    request.authorization_details.is_none()
+        && !granted.is_empty()
+        && request.scopes().iter().all(|s| granted.contains(s))
 }
 
 /// The key remembered consents are kept under: the API's identifier, or `""` for this server's
