@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Seeds the development server that `make run` starts, once: a demo user, a client CA, and a
-# demo client (tls_client_auth, certificate-bound tokens) with its certificate.
+# Seeds the development server that `make run` starts, once: a demo user, a client CA, a
+# demo client (tls_client_auth, certificate-bound tokens) with its certificate, and a demo
+# payments API that accepts the seed's one_time_payment authorization_details (RFC 9396).
 # Everything lands in $DIR/demo (git-ignored with the rest of dev-hsm/).
 #
 # usage: scripts/dev-seed.sh <strongroom binary> <dev-hsm dir>
@@ -8,7 +9,41 @@
 set -euo pipefail
 BIN=$1
 DEMO=$2/demo
+
+# The payments API (also added to a development database seeded before it existed).
+seed_api() {
+  [ -s "$DEMO/payments_api.json" ] && return 0
+  cat > "$DEMO/payments_api.json.tmp" <<JSON
+{
+  "identifier": "https://api.localhost/payments",
+  "name": "Demo payments API",
+  "scopes": [{"value": "payments", "description": "Make payments"}],
+  "allowed_clients": ["$(cat "$DEMO/client_id")"],
+  "authorization_details": [{
+    "type": "one_time_payment",
+    "schema": {
+      "type": "object",
+      "required": ["type", "amount", "recipient"],
+      "properties": {
+        "type": {"const": "one_time_payment"},
+        "amount": {"type": "object", "required": ["amount", "currency"],
+                   "properties": {"amount": {"type": "number", "exclusiveMinimum": 0},
+                                  "currency": {"type": "string", "pattern": "^[A-Z]{3}\$"}}},
+        "sourceAccount": {"type": "string"},
+        "recipient": {"type": "string", "minLength": 1},
+        "concept": {"type": "string"}
+      }
+    }
+  }]
+}
+JSON
+  "$BIN" resource-servers create --file "$DEMO/payments_api.json.tmp" >/dev/null
+  mv "$DEMO/payments_api.json.tmp" "$DEMO/payments_api.json"
+  echo "seeded: API https://api.localhost/payments (one_time_payment details; $DEMO/payments_api.json)"
+}
+
 if [ -s "$DEMO/client_id" ]; then
+  seed_api
   exit 0
 fi
 mkdir -p "$DEMO"
@@ -52,3 +87,4 @@ echo '{"name": "Demo User", "email": "demo@example.com", "email_verified": true}
 "$BIN" users create --username demo --password-file "$D/password" --claims-file "$D/claims.json" >/dev/null
 mv "$D/client_id.tmp" "$D/client_id"
 echo "seeded: user 'demo' (password in $D/password), client $(cat "$D/client_id") ($D/client.json)"
+seed_api

@@ -103,6 +103,11 @@ pub struct AuthorizationRequest {
     /// scopes are checked by [`check_resource`], not by [`validate`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// RFC 9396: the transaction(s) to approve, as sent (checked against the API's types and
+    /// schemas by [`check_resource`], which also fills in `resource` when only the types name
+    /// the API). A request with them always shows the consent page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<Vec<serde_json::Value>>,
 }
 
 impl AuthorizationRequest {
@@ -211,12 +216,10 @@ pub fn validate(
             "a request object must not contain a request parameter",
         ));
     }
-    if params.get("authorization_details").is_some() {
-        return Err(bad(
-            ErrorCode::InvalidAuthorizationDetails,
-            "no authorization_details types are supported",
-        ));
-    }
+    let authorization_details = params
+        .get("authorization_details")
+        .map(crate::authorization_details::parse)
+        .transpose()?;
 
     let policy = Policy::of(client);
     let response_type = params
@@ -267,10 +270,12 @@ pub fn validate(
     let (code_challenge, code_challenge_method) = checked_pkce(policy, params)?;
 
     let resource = checked_resource(params)?;
-    let scope = match resource {
-        None => checked_scope(client, params.get("scope").unwrap_or(""))?,
-        // The API's scopes: checked with the API's registration (check_resource).
-        Some(_) => deduplicated_scope(params.get("scope").unwrap_or(""))?,
+    let scope = if resource.is_none() && authorization_details.is_none() {
+        checked_scope(client, params.get("scope").unwrap_or(""))?
+    } else {
+        // For an API (named, or found from the details' types): checked with the API's
+        // registration by check_resource.
+        deduplicated_scope(params.get("scope").unwrap_or(""))?
     };
     // OpenID Connect Core §3.3.2.1: the hybrid flow is an OpenID Connect request.
     if hybrid && !scope.split_whitespace().any(|s| s == "openid") {
@@ -320,6 +325,7 @@ pub fn validate(
         response_mode: response_mode.map(str::to_owned),
         login_hint,
         resource,
+        authorization_details,
     })
 }
 
@@ -350,11 +356,27 @@ fn checked_resource(params: &Form) -> Result<Option<String>, OAuthError> {
 /// registered API the client may use (`invalid_target` otherwise) whose scopes, with the OpenID
 /// Connect scopes the client may ask for, cover the request's (`invalid_scope` otherwise). The
 /// endpoints run it after [`parse`] / [`validate`]; the token endpoint checks again.
+///
+/// With `authorization_details`, the API is the one they are for
+/// ([`crate::authorization_details::resolve`]): named by `resource`, or found from the types and
+/// then written into `resource`, so that the tokens are for it.
 pub async fn check_resource(
     state: &crate::state::AppState,
     client: &Client,
-    request: &AuthorizationRequest,
+    request: &mut AuthorizationRequest,
 ) -> Result<(), OAuthError> {
+    if let Some(details) = &request.authorization_details {
+        let api = crate::authorization_details::resolve(
+            state,
+            client,
+            request.resource.as_deref(),
+            details,
+        )
+        .await?;
+        api.check_user_scope(client, &request.scope)?;
+        request.resource = Some(api.identifier);
+        return Ok(());
+    }
     match request.resource.as_deref() {
         None => Ok(()),
         Some(r) if r == state.issuer => checked_scope(client, &request.scope).map(|_| ()),
@@ -666,12 +688,21 @@ mod tests {
             code_of(parse(&c, &form(&[("request", "eyJ.eyJ.sig")], &[]))),
             "invalid_request_object"
         );
+        // The syntax of authorization_details is checked here, its types with the API later.
         assert_eq!(
             code_of(parse(
                 &c,
-                &form(&[("authorization_details", r#"[{"type":"x"}]"#)], &[])
+                &form(&[("authorization_details", r#"{"type":"x"}"#)], &[])
             )),
             "invalid_authorization_details"
+        );
+        let with_details = parse(
+            &c,
+            &form(&[("authorization_details", r#"[{"type":"x"}]"#)], &[]),
+        );
+        assert_eq!(
+            with_details.unwrap().authorization_details,
+            Some(vec![serde_json::json!({"type": "x"})])
         );
         assert!(
             parse(

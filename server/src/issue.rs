@@ -41,6 +41,10 @@ pub struct AccessTokenRequest<'a> {
     /// The registered API the token is for: its identifier is the audience (`audience` is then
     /// ignored), and its lifetime, signing algorithm and encryption apply.
     pub api: Option<&'a ResourceServer>,
+    /// RFC 9396: the approved details (claim `authorization_details`) and the approval's
+    /// transaction reference (claim `txn`).
+    pub authorization_details: Option<&'a [Value]>,
+    pub txn: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +99,12 @@ pub async fn access_token(
     if let Some(t) = req.cnf_x5t_s256 {
         claims.insert("cnf".into(), json!({ "x5t#S256": t }));
     }
+    if let Some(d) = req.authorization_details {
+        claims.insert("authorization_details".into(), Value::Array(d.to_vec()));
+    }
+    if let Some(t) = req.txn {
+        claims.insert("txn".into(), json!(t));
+    }
     let claims = Value::Object(claims);
     let signed = state
         .keystore
@@ -104,7 +114,7 @@ pub async fn access_token(
     let token = match encryption {
         None => signed,
         Some(settings) => settings
-            .encryptor()
+            .shared_encryptor()
             .and_then(|e| e.wrap(&signed))
             .map_err(|why| {
                 tracing::error!(api = %audience, error = %why,

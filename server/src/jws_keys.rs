@@ -5,22 +5,21 @@
 //! managers, read locks), which under load cost more CPU than the signature check itself
 //! (README, Performance: a fifth of the server's time in client_credentials). Keyed by content,
 //! a cached verifier can never outlive its key: a rotated or edited JWK is a different entry,
-//! and the old one is simply never asked for again. The memo is bounded; when full it starts
-//! over.
+//! and the old one is simply never asked for again ([`crate::memo`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use josekit::JoseError;
 use josekit::jwk::Jwk;
 use josekit::jws::JwsVerifier;
 use serde_json::{Map, Value};
 
+use crate::memo::Memo;
+
 /// Distinct (alg, JWK) pairs remembered at most.
 const MAX_ENTRIES: usize = 1024;
 
-static MEMO: LazyLock<Mutex<HashMap<String, Arc<dyn JwsVerifier>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static MEMO: LazyLock<Memo<dyn JwsVerifier>> = LazyLock::new(|| Memo::new(MAX_ENTRIES));
 
 /// The verifier for `jwk` under `alg`, built by `build` the first time this pair is seen.
 pub fn verifier(
@@ -29,22 +28,7 @@ pub fn verifier(
     build: impl FnOnce(&Jwk) -> Result<Box<dyn JwsVerifier>, JoseError>,
 ) -> Result<Arc<dyn JwsVerifier>, JoseError> {
     let key = format!("{alg} {}", Value::Object(jwk.clone()));
-    if let Some(v) = lock().get(&key) {
-        return Ok(Arc::clone(v));
-    }
-    let built: Arc<dyn JwsVerifier> = Arc::from(build(&Jwk::from_map(jwk.clone())?)?);
-    let mut memo = lock();
-    if memo.len() >= MAX_ENTRIES {
-        memo.clear();
-    }
-    memo.insert(key, Arc::clone(&built));
-    Ok(built)
-}
-
-/// The memo holds no invariant a panic could break: a poisoned lock is still usable.
-fn lock() -> std::sync::MutexGuard<'static, HashMap<String, Arc<dyn JwsVerifier>>> {
-    MEMO.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    MEMO.get_or_build(key, || Ok(Arc::from(build(&Jwk::from_map(jwk.clone())?)?)))
 }
 
 #[cfg(test)]

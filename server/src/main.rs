@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod authorization_details;
 mod authz_request;
 mod bearer;
 mod cli;
@@ -17,6 +18,7 @@ mod grants;
 mod issue;
 mod jwks_fetch;
 mod jws_keys;
+mod memo;
 mod model;
 mod pages;
 mod policy;
@@ -67,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::resource_servers::ResourceServersCommand,
     },
+    /// Approvals of rich authorization requests: show one by its txn.
+    Approvals {
+        #[command(subcommand)]
+        command: cli::approvals::ApprovalsCommand,
+    },
     /// End users: create (password from a file or standard input), list.
     Users {
         #[command(subcommand)]
@@ -105,6 +112,7 @@ fn main() -> ExitCode {
             Command::Clients { command } => cli::clients::run(&config, command),
             Command::Users { command } => cli::users::run(&config, command),
             Command::ResourceServers { command } => cli::resource_servers::run(&config, command),
+            Command::Approvals { command } => cli::approvals::run(&config, command),
             Command::HsmWorker => Ok(()),
         }),
     };

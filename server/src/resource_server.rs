@@ -10,9 +10,9 @@
 //!   (`token_encryption`, see [`crate::token_encryption`]): the server never holds a private key
 //!   for that, so private key material is refused anywhere in a registration.
 //!
-//! `authorization_details` lists the RFC 9396 types the API accepts, each with a JSON Schema.
-//! They are stored and returned here; [`ResourceServer::authorization_details_types`] and
-//! [`ResourceServer::authorization_details_schema`] are what the RAR step validates against.
+//! `authorization_details` lists the RFC 9396 types the API accepts, each with a JSON Schema
+//! (compiled at registration; no `$ref` outside it is followed). Requests are checked against
+//! them by [`crate::authorization_details`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,7 +31,7 @@ const MAX_IDENTIFIER_LEN: usize = 1024;
 const MAX_NAME_LEN: usize = 200;
 const MAX_SCOPES: usize = 200;
 const MAX_DESCRIPTION_LEN: usize = 1000;
-const MAX_TYPE_LEN: usize = 256;
+pub const MAX_TYPE_LEN: usize = 256;
 const MAX_ALLOWED_CLIENTS: usize = 1000;
 
 /// A registered API, as the management API accepts and returns it.
@@ -186,6 +186,14 @@ impl ResourceServer {
                     short(&t.kind)
                 )));
             }
+            if let Err(why) = crate::authorization_details::compile(&t.schema) {
+                return Err(bad(format!(
+                    "the schema of authorization_details type {:?} is not a usable JSON Schema \
+                     (no $ref outside the schema is followed): {}",
+                    short(&t.kind),
+                    short(&why)
+                )));
+            }
             types.push(&t.kind);
         }
         if let Some(enc) = &self.token_encryption {
@@ -233,20 +241,12 @@ impl ResourceServer {
         self.scope_values().collect::<Vec<_>>().join(" ")
     }
 
-    /// The RFC 9396 types this API accepts (the RAR step's source of truth).
-    #[allow(
-        dead_code,
-        reason = "the rich authorization request step validates with it"
-    )]
+    /// The RFC 9396 types this API accepts.
     pub fn authorization_details_types(&self) -> impl Iterator<Item = &str> {
         self.authorization_details.iter().map(|t| t.kind.as_str())
     }
 
     /// The JSON Schema registered for `kind`, if the API accepts that type.
-    #[allow(
-        dead_code,
-        reason = "the rich authorization request step validates with it"
-    )]
     pub fn authorization_details_schema(&self, kind: &str) -> Option<&Value> {
         self.authorization_details
             .iter()

@@ -90,7 +90,17 @@ pub struct Encryptor {
     kid: Option<String>,
 }
 
+/// Encrypters built so far, by their settings (an API's key is parsed once, not per token).
+static ENCRYPTORS: std::sync::LazyLock<crate::memo::Memo<Encryptor>> =
+    std::sync::LazyLock::new(|| crate::memo::Memo::new(256));
+
 impl TokenEncryption {
+    /// [`TokenEncryption::encryptor`], built once per distinct settings and shared.
+    pub fn shared_encryptor(&self) -> Result<std::sync::Arc<Encryptor>, String> {
+        let key = serde_json::to_string(self).map_err(|e| e.to_string())?;
+        ENCRYPTORS.get_or_build(key, || self.encryptor().map(std::sync::Arc::new))
+    }
+
     /// Reads the key and checks it (RSA, at least [`MIN_RSA_BITS`], public only); the error
     /// says what is wrong with it.
     pub fn encryptor(&self) -> Result<Encryptor, String> {

@@ -1,6 +1,7 @@
 //! Command-line actions for operators. Each prints what it did in words and exits non-zero with
 //! a clear message when refused.
 
+pub mod approvals;
 pub mod clients;
 pub mod hsm;
 pub mod keys;

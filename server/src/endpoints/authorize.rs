@@ -152,9 +152,9 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
             if let Some(why) = Policy::of(&client).par_required(&client) {
                 return Err(back.fail(OAuthError::invalid_request(why)));
             }
-            let request = authz_request::validate(&client, params, redirect_uri.clone())
+            let mut request = authz_request::validate(&client, params, redirect_uri.clone())
                 .map_err(|e| back.fail(e))?;
-            authz_request::check_resource(state, &client, &request)
+            authz_request::check_resource(state, &client, &mut request)
                 .await
                 .map_err(|e| back.fail(e))?;
             request
@@ -173,15 +173,24 @@ async fn begin(
     now: i64,
 ) -> Result<Response, Stop> {
     let back = ToClient::of(state, &request);
+    // The session and what its user granted this client, in one read.
     let session = match cookie(headers, SESSION_COOKIE) {
         Some(id) => state
             .store
-            .get_login_session(id, now)
+            .get_login_session_and_consent(
+                id,
+                &client.client_id,
+                consent_resource(state, &request),
+                now,
+            )
             .await
             .map_err(|e| back.fail(e))?,
         None => None,
     };
-    let user = session.filter(|s| !must_sign_in(&request, s, now));
+    let (user, granted) = match session.filter(|(s, _)| !must_sign_in(&request, s, now)) {
+        Some((user, granted)) => (Some(user), granted),
+        None => (None, Vec::new()),
+    };
     let silent = request.has_prompt(Prompt::None);
     match &user {
         None if silent => {
@@ -191,13 +200,8 @@ async fn begin(
                 "the user is not signed in and prompt=none forbids asking",
             )));
         }
-        Some(u)
-            if !request.has_prompt(Prompt::Consent)
-                && consented(state, u, &request)
-                    .await
-                    .map_err(|e| back.fail(e))? =>
-        {
-            return issue_code(state, client, &request, u, now).await;
+        Some(u) if !request.has_prompt(Prompt::Consent) && covers(&request, &granted) => {
+            return issue_code(state, client, &request, u, None, now).await;
         }
         Some(_) if silent => {
             return Err(back.fail(OAuthError::new(
@@ -248,7 +252,8 @@ fn must_sign_in(request: &AuthorizationRequest, session: &SignedIn, now: i64) ->
             .is_some_and(|m| m == 0 || now.saturating_sub(session.auth_time) > m)
 }
 
-/// Whether `user` has granted this client every scope the request asks for.
+/// Whether `user` has granted this client every scope the request asks for, for the same
+/// resource ([`covers`]).
 async fn consented(
     state: &AppState,
     user: &SignedIn,
@@ -256,25 +261,53 @@ async fn consented(
 ) -> Result<bool, StoreError> {
     let granted = state
         .store
-        .granted_scopes(&user.user_id, &request.client_id)
+        .granted_scopes(
+            &user.user_id,
+            &request.client_id,
+            consent_resource(state, request),
+        )
         .await?;
-    if granted.is_empty() {
-        // Nothing remembered: even a request for no scope shows the consent page once.
-        return Ok(false);
-    }
-    Ok(request.scopes().iter().all(|s| granted.contains(s)))
+    Ok(covers(request, &granted))
+}
+
+/// Whether the remembered scopes `granted` answer `request` without the consent page. A request
+/// with `authorization_details` never is: each transaction is approved by itself. Nothing
+/// remembered means the page is shown once, even for a request asking for no scope.
+fn covers(request: &AuthorizationRequest, granted: &[String]) -> bool {
+    request.authorization_details.is_none()
+        && !granted.is_empty()
+        && request.scopes().iter().all(|s| granted.contains(s))
+}
+
+/// The key remembered consents are kept under: the API's identifier, or `""` for this server's
+/// own endpoints.
+fn consent_resource<'a>(state: &AppState, request: &'a AuthorizationRequest) -> &'a str {
+    request
+        .resource
+        .as_deref()
+        .filter(|r| *r != state.issuer)
+        .unwrap_or("")
 }
 
 /// Issues the code for `user` and redirects the browser back to the client with it (and, for
-/// `code id_token`, with an ID token that is a detached signature over code and state).
+/// `code id_token`, with an ID token that is a detached signature over code and state). A
+/// request with `authorization_details` needs the `txn` of the user's approval of them.
 async fn issue_code(
     state: &AppState,
     client: &Client,
     request: &AuthorizationRequest,
     user: &SignedIn,
+    txn: Option<String>,
     now: i64,
 ) -> Result<Response, Stop> {
     let back = ToClient::of(state, request);
+    if request.authorization_details.is_some() && txn.is_none() {
+        tracing::error!(client_id = %client.client_id,
+            "a code was about to be issued for authorization_details nobody approved");
+        return Err(back.fail(OAuthError::server_error(
+            "the authorization_details were not approved",
+        )));
+    }
     let policy = Policy::of(client);
     let s_hash = request
         .state
@@ -293,7 +326,8 @@ async fn issue_code(
         claims: request.claims.clone(),
         s_hash: s_hash.clone(),
         resource: request.resource.clone(),
-        ..Default::default()
+        authorization_details: request.authorization_details.clone(),
+        txn,
     };
     let lifetime = policy.code_lifetime(state.lifetimes.authorization_code);
     let issued = state
@@ -404,6 +438,7 @@ mod tests {
             response_mode: None,
             login_hint: None,
             resource: None,
+            authorization_details: None,
         };
         assert!(!must_sign_in(&r, &signed_in(0), 10_000));
         r.max_age = Some(100);

@@ -4,14 +4,19 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::error::OAuthError;
 use crate::state::AppState;
 use strongroom_keystore::hsm::DecryptAlg;
 
-pub async fn openid_configuration(
-    State(state): State<Arc<AppState>>,
-) -> axum::Json<serde_json::Value> {
+pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Response {
+    // RFC 9396 §10: the types the registered APIs accept, as registered now.
+    let details_types = match state.store.list_resource_servers().await {
+        Ok(apis) => crate::authorization_details::types_supported(&apis),
+        Err(e) => return OAuthError::from(e).into_response(),
+    };
     let issuer = &state.issuer;
     let id_token_alg = state
         .keystore
@@ -71,5 +76,7 @@ pub async fn openid_configuration(
         "id_token_signing_alg_values_supported": [id_token_alg],
         "subject_types_supported": ["public"],
         "tls_client_certificate_bound_access_tokens": true,
+        "authorization_details_types_supported": details_types,
     }))
+    .into_response()
 }

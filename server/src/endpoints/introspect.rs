@@ -102,6 +102,7 @@ fn active_access_token(claims: &Value) -> Value {
         "jti",
         "cnf",
         "authorization_details",
+        "txn",
     ] {
         if let Some(v) = claims.get(name) {
             out.insert(name.to_owned(), v.clone());

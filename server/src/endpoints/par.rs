@@ -57,8 +57,8 @@ async fn handle(state: &AppState, client: &Client, form: &Form) -> Result<Respon
         }
         None => form,
     };
-    let request = authz_request::parse(client, params)?;
-    authz_request::check_resource(state, client, &request).await?;
+    let mut request = authz_request::parse(client, params)?;
+    authz_request::check_resource(state, client, &mut request).await?;
     let json = request
         .to_json()
         .map_err(|_| OAuthError::server_error("the request could not be stored"))?;

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::{UserGrant, grant_api, insert, require_grant_type, user_tokens};
+use super::{UserGrant, grant_api, grant_details, insert, require_grant_type, user_tokens};
 use crate::client_auth::AuthenticatedClient;
 use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
@@ -56,6 +56,7 @@ pub async fn grant(
     }
     check_pkce(&g, form.get("code_verifier"))?;
     let api = grant_api(state, client, &g, &g.scope, form).await?;
+    let details = grant_details(&g, form)?;
     let cnf = issue::bound_certificate(client, authenticated)?;
     let mut body = user_tokens(
         state,
@@ -68,6 +69,7 @@ pub async fn grant(
             nonce: g.nonce.as_deref(),
             code: Some(code),
             api: api.as_ref(),
+            authorization_details: details.as_deref(),
         },
     )
     .await?;

@@ -7,11 +7,16 @@
 //! (`invalid_target` otherwise, RFC 8707 §2), the scope must be among the API's scopes
 //! (`invalid_scope`, RFC 6749 §5.2; none asked: all of them), and the token takes the API's
 //! lifetime and, if configured, its encryption.
+//!
+//! RFC 9396 `authorization_details` work here too: checked against the API (named, or found
+//! from the types), approved by the client for itself (an approval record with the client as
+//! subject), and carried with their `txn` by the token and the response.
 
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{named_resource, narrow_scope, require_grant_type};
+use crate::authorization_details;
 use crate::client_auth::AuthenticatedClient;
 use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
@@ -20,6 +25,7 @@ use crate::issue::{self, AccessTokenRequest};
 use crate::model::Client;
 use crate::resource_server::{self, ResourceServer};
 use crate::state::AppState;
+use crate::store::SubjectType;
 
 pub async fn grant(
     state: &AppState,
@@ -28,13 +34,38 @@ pub async fn grant(
     form: &Form,
 ) -> Result<Response, OAuthError> {
     require_grant_type(client, "client_credentials")?;
-    let (audience, api) = target(state, client, form).await?;
+    let details = form
+        .get("authorization_details")
+        .map(authorization_details::parse)
+        .transpose()?;
+    let (audience, api) = match &details {
+        None => target(state, client, form).await?,
+        Some(d) => {
+            let api =
+                authorization_details::resolve(state, client, named_resource(form)?, d).await?;
+            (api.identifier.clone(), Some(api))
+        }
+    };
     let allowed = match &api {
         Some(api) => api.scope_string(),
         None => client.scope.clone().unwrap_or_default(),
     };
     let scope = narrow_scope(form.get("scope"), &allowed)?;
     let cnf = issue::bound_certificate(client, authenticated)?;
+    let txn = match &details {
+        None => None,
+        Some(d) => Some(
+            authorization_details::approve(
+                state,
+                (&client.client_id, SubjectType::Client),
+                &client.client_id,
+                &audience,
+                d,
+                state.now(),
+            )
+            .await?,
+        ),
+    };
     let issued = issue::access_token(
         state,
         client,
@@ -44,16 +75,22 @@ pub async fn grant(
             audience: &audience,
             cnf_x5t_s256: cnf.as_deref(),
             api: api.as_ref(),
+            authorization_details: details.as_deref(),
+            txn: txn.as_deref(),
             ..Default::default()
         },
     )
     .await?;
-    Ok(token_response(json!({
+    let mut body = json!({
         "access_token": issued.token,
         "token_type": "Bearer",
         "expires_in": issued.expires_in,
         "scope": scope,
-    })))
+    });
+    if let (Some(d), Some(m)) = (details, body.as_object_mut()) {
+        m.insert("authorization_details".into(), Value::Array(d));
+    }
+    Ok(token_response(body))
 }
 
 /// The token's audience: the issuer by default, the management API, or a registered API the

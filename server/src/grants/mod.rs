@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 
 use serde_json::json;
 
+use crate::authorization_details;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
 use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
@@ -68,6 +69,9 @@ pub struct UserGrant<'a> {
     pub code: Option<&'a str>,
     /// The registered API the grant is for ([`grant_api`]); `None`: the server's own endpoints.
     pub api: Option<&'a ResourceServer>,
+    /// RFC 9396: the approved details this token carries (all of the grant's, or the subset the
+    /// token request asked for: [`grant_details`]).
+    pub authorization_details: Option<&'a [serde_json::Value]>,
 }
 
 /// The token response for a user's grant: an access token for our own endpoints (or for the
@@ -90,6 +94,8 @@ pub async fn user_tokens(
             acr: g.acr.as_deref(),
             cnf_x5t_s256: u.cnf_x5t_s256,
             api: u.api,
+            authorization_details: u.authorization_details,
+            txn: g.txn.as_deref(),
         },
     )
     .await?;
@@ -99,6 +105,9 @@ pub async fn user_tokens(
         "expires_in": access.expires_in,
         "scope": u.scope,
     });
+    if let (Some(d), Some(m)) = (u.authorization_details, body.as_object_mut()) {
+        m.insert("authorization_details".into(), json!(d));
+    }
     if u.scope.split_whitespace().any(|s| s == "openid") {
         let id_token = issue::id_token(
             state,
@@ -161,6 +170,23 @@ pub async fn grant_api(
             api.check_user_scope(client, scope)?;
             Ok(Some(api))
         }
+    }
+}
+
+/// RFC 9396 §6.1: the details a token of this grant carries — the token request's
+/// `authorization_details`, each equal to one the user approved, or all that were approved.
+/// A grant without details refuses the parameter (`invalid_authorization_details`).
+pub fn grant_details(
+    grant: &AuthorizationGrant,
+    form: &Form,
+) -> Result<Option<Vec<serde_json::Value>>, OAuthError> {
+    let requested = form.get("authorization_details");
+    match &grant.authorization_details {
+        Some(approved) => authorization_details::narrow(requested, approved).map(Some),
+        None if requested.is_some() => Err(authorization_details::invalid(
+            "no authorization_details were approved for this grant",
+        )),
+        None => Ok(None),
     }
 }
 

@@ -15,7 +15,8 @@
 use axum::response::Response;
 
 use super::{
-    UserGrant, grant_api, insert, named_resource, narrow_scope, require_grant_type, user_tokens,
+    UserGrant, grant_api, grant_details, insert, named_resource, narrow_scope, require_grant_type,
+    user_tokens,
 };
 use crate::client_auth::AuthenticatedClient;
 use crate::endpoints::token::token_response;
@@ -39,7 +40,10 @@ pub async fn grant(
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     // Checked before the rotation, so a bad request does not burn the token.
     let cnf = issue::bound_certificate(client, authenticated)?;
-    if form.get("scope").is_some() || named_resource(form)?.is_some() {
+    if form.get("scope").is_some()
+        || named_resource(form)?.is_some()
+        || form.get("authorization_details").is_some()
+    {
         // A read that decides nothing: the rotation below is still the one atomic step. It
         // refuses a bad scope or resource before the token is spent on it.
         if let Some(r) = state
@@ -50,6 +54,7 @@ pub async fn grant(
         {
             let scope = narrow_scope(form.get("scope"), &r.data.scope)?;
             grant_api(state, client, &r.data, &scope, form).await?;
+            grant_details(&r.data, form)?;
         }
     }
     let now = state.now();
@@ -64,6 +69,7 @@ pub async fn grant(
     let scope = narrow_scope(form.get("scope"), &g.scope)?;
     // RFC 8707: the new access token is for the grant's API, as registered now.
     let api = grant_api(state, client, &g, &scope, form).await?;
+    let details = grant_details(&g, form)?;
     // OpenID Connect Core §12.2: a refreshed ID token keeps iss, sub, aud and auth_time, and
     // has no nonce.
     let mut body = user_tokens(
@@ -77,6 +83,7 @@ pub async fn grant(
             nonce: None,
             code: None,
             api: api.as_ref(),
+            authorization_details: details.as_deref(),
         },
     )
     .await?;

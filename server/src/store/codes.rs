@@ -40,9 +40,12 @@ pub struct AuthorizationGrant {
     /// tokens are for that API. `None`: the server's own endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
-    /// RFC 9396 rich authorization requests, as approved (set once RAR is built).
+    /// RFC 9396 rich authorization requests, as the user approved them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub authorization_details: Option<serde_json::Value>,
+    pub authorization_details: Option<Vec<serde_json::Value>>,
+    /// The transaction reference of that approval (`store::Approval::txn`), for the tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn: Option<String>,
 }
 
 /// A code just issued: the plaintext (given to the client once, never stored) and the grant it

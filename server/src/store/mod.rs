@@ -12,6 +12,7 @@
 //! - SQL is written once for SQLite and PostgreSQL: `$n` parameters (sqlx's SQLite driver reads
 //!   them too), and only TEXT, BIGINT and BOOLEAN columns.
 
+mod approvals;
 mod batch;
 mod clients;
 mod codes;
@@ -32,6 +33,7 @@ use sqlx::sqlite::SqlitePool;
 
 use crate::error::OAuthError;
 
+pub use approvals::{Approval, SubjectType};
 pub use codes::AuthorizationGrant;
 pub use interactions::{Interaction, SignedIn};
 pub use tokens::{AccessTokenKeys, RotatedRefreshToken};
@@ -384,7 +386,7 @@ mod tests {
             store.create_login_session(&user, expires_at).await.unwrap();
         }
         store
-            .remember_consent("u", "c", &["openid".to_owned()], 0)
+            .remember_consent("u", "c", "", &["openid".to_owned()], 0)
             .await
             .unwrap();
         let counts = store.purge_expired(50).await.unwrap();
@@ -400,7 +402,10 @@ mod tests {
                 login_sessions: 1,
             }
         );
-        assert_eq!(store.granted_scopes("u", "c").await.unwrap(), ["openid"]);
+        assert_eq!(
+            store.granted_scopes("u", "c", "").await.unwrap(),
+            ["openid"]
+        );
         assert_eq!(
             store.purge_expired(50).await.unwrap(),
             PurgeCounts::default()

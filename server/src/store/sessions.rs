@@ -37,22 +37,41 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The user behind session cookie value `id`, if the session has not expired at `now`.
-    pub async fn get_login_session(&self, id: &str, now: i64) -> Result<Option<SignedIn>> {
+    /// The user behind session cookie value `id`, if the session has not expired at `now`, with
+    /// the scopes that user granted `client_id` for `resource` ([`Store::granted_scopes`]) — in
+    /// one read: what `/authorize` needs to know whether it can answer at once.
+    pub async fn get_login_session_and_consent(
+        &self,
+        id: &str,
+        client_id: &str,
+        resource: &str,
+        now: i64,
+    ) -> Result<Option<(SignedIn, Vec<String>)>> {
         let row = sqlx::query(
-            "SELECT user_id, auth_time, acr FROM login_sessions \
-             WHERE id_hash = $1 AND expires_at > $2",
+            "SELECT s.user_id, s.auth_time, s.acr, c.scope FROM login_sessions s \
+             LEFT JOIN consents c \
+             ON c.user_id = s.user_id AND c.client_id = $3 AND c.resource = $4 \
+             WHERE s.id_hash = $1 AND s.expires_at > $2",
         )
         .bind(hash_secret(id))
         .bind(now)
+        .bind(client_id)
+        .bind(resource)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok(SignedIn {
+            let scope: Option<String> = r.try_get("scope")?;
+            let granted = scope
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            let user = SignedIn {
                 user_id: r.try_get("user_id")?,
                 auth_time: r.try_get("auth_time")?,
                 acr: r.try_get("acr")?,
-            })
+            };
+            Ok((user, granted))
         })
         .transpose()
     }
@@ -62,6 +81,14 @@ impl Store {
 mod tests {
     use super::super::test_support::temp_store;
     use super::*;
+
+    async fn user_of(store: &Store, id: &str, now: i64) -> Option<SignedIn> {
+        store
+            .get_login_session_and_consent(id, "c1", "", now)
+            .await
+            .unwrap()
+            .map(|(user, _)| user)
+    }
 
     #[tokio::test]
     async fn a_session_lives_until_it_expires() {
@@ -77,21 +104,39 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(stored, id);
-        assert_eq!(
-            store.get_login_session(&id, 2799).await.unwrap(),
-            Some(user.clone())
-        );
-        assert_eq!(store.get_login_session(&id, 2800).await.unwrap(), None);
-        assert_eq!(store.get_login_session("other", 1000).await.unwrap(), None);
+        assert_eq!(user_of(&store, &id, 2799).await, Some(user.clone()));
+        assert_eq!(user_of(&store, &id, 2800).await, None);
+        assert_eq!(user_of(&store, "other", 1000).await, None);
 
         let second = store.create_login_session(&user, 2800).await.unwrap();
         assert!(store.end_login_session(&id).await.unwrap());
         assert!(!store.end_login_session(&id).await.unwrap());
-        assert_eq!(store.get_login_session(&id, 1000).await.unwrap(), None);
+        assert_eq!(user_of(&store, &id, 1000).await, None);
         assert_eq!(
-            store.get_login_session(&second, 1000).await.unwrap(),
-            Some(user),
+            user_of(&store, &second, 1000).await,
+            Some(user.clone()),
             "only the one ended"
+        );
+
+        // With the consent, in one read: none yet, then the scopes for that client and resource.
+        let read = |r: &'static str| store.get_login_session_and_consent(&second, "c1", r, 1000);
+        assert_eq!(read("").await.unwrap(), Some((user.clone(), vec![])));
+        let scopes = ["openid".to_owned(), "pay".to_owned()];
+        store
+            .remember_consent("u1", "c1", "https://api", &scopes, 1000)
+            .await
+            .unwrap();
+        assert_eq!(read("").await.unwrap(), Some((user.clone(), vec![])));
+        assert_eq!(
+            read("https://api").await.unwrap(),
+            Some((user, scopes.to_vec()))
+        );
+        assert_eq!(
+            store
+                .get_login_session_and_consent(&id, "c1", "https://api", 1000)
+                .await
+                .unwrap(),
+            None
         );
     }
 }

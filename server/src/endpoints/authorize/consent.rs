@@ -10,13 +10,16 @@ use axum::response::Response;
 
 use super::cookies::{INTERACTION_COOKIE, clear_cookie};
 use super::page_form::PageForm;
-use super::respond::{Stop, ToClient, finish, see_other};
+use super::respond::{Stop, ToClient, finish, page, see_other};
 use super::{
-    client_origin, context, current_interaction, display_name, expired_interaction, issue_code,
+    client_origin, consent_resource, context, current_interaction, display_name,
+    expired_interaction, issue_code,
 };
+use crate::authorization_details;
 use crate::error::{ErrorCode, OAuthError};
 use crate::pages;
 use crate::state::AppState;
+use crate::store::SubjectType;
 
 /// `GET /authorize/consent`: the consent form of the browser's signed-in interaction.
 pub async fn consent_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -42,9 +45,32 @@ async fn show(state: &AppState, headers: &HeaderMap) -> Result<Response, Stop> {
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
+    let api = match request.resource.as_deref().filter(|r| *r != state.issuer) {
+        Some(r) => state.store.get_resource_server(r).await.map_err(page)?,
+        None => None,
+    };
+    let scopes: Vec<(String, String)> = request
+        .scopes()
+        .into_iter()
+        .map(|s| {
+            let meaning = api
+                .as_ref()
+                .and_then(|a| {
+                    a.scopes
+                        .iter()
+                        .find(|x| x.value == s && !x.description.is_empty())
+                })
+                .map_or_else(
+                    || pages::describe_scope(&s).to_owned(),
+                    |x| x.description.clone(),
+                );
+            (s, meaning)
+        })
+        .collect();
     Ok(pages::consent(
         display_name(&client),
-        &request.scopes(),
+        &scopes,
+        request.authorization_details.as_deref().unwrap_or_default(),
         &interaction.csrf,
         &host,
         client_origin(&request).as_deref(),
@@ -79,12 +105,35 @@ async fn submit(
     let user = taken.user.ok_or_else(expired_interaction)?;
     let answer = if approve {
         async {
+            let resource = consent_resource(state, &request);
             state
                 .store
-                .remember_consent(&user.user_id, &client.client_id, &request.scopes(), now)
+                .remember_consent(
+                    &user.user_id,
+                    &client.client_id,
+                    resource,
+                    &request.scopes(),
+                    now,
+                )
                 .await
                 .map_err(|e| back.fail(e))?;
-            issue_code(state, &client, &request, &user, now).await
+            // What the page showed, approved as a whole: recorded, then bound to the code.
+            let txn = match &request.authorization_details {
+                None => None,
+                Some(details) => Some(
+                    authorization_details::approve(
+                        state,
+                        (&user.user_id, SubjectType::User),
+                        &client.client_id,
+                        resource,
+                        details,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| back.fail(e))?,
+                ),
+            };
+            issue_code(state, &client, &request, &user, txn, now).await
         }
         .await
     } else {

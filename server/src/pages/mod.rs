@@ -16,11 +16,16 @@ use sha2::{Digest, Sha256};
 
 use crate::error::OAuthError;
 
+mod details;
+
 /// The only style the pages have; allowed by its hash, so no other inline style can run.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;\
 padding:0 1rem;color:#1b1b1b}h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .2rem}\
 input[type=text],input[type=password]{width:100%;padding:.5rem;box-sizing:border-box}\
-button{margin:1rem .5rem 0 0;padding:.5rem 1.2rem}.error{color:#a00}code{word-break:break-all}";
+button{margin:1rem .5rem 0 0;padding:.5rem 1.2rem}.error{color:#a00}code{word-break:break-all}\
+section{border:1px solid #bbb;border-radius:.3rem;padding:.2rem 1rem;margin:1rem 0}\
+h2{font-size:1.1rem}dt{font-weight:600}dd{margin:0 0 .6rem 0;overflow-wrap:anywhere}\
+dd dl{margin:.2rem 0 0 .8rem}";
 
 fn style_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
@@ -77,45 +82,51 @@ pub fn login(
 }
 
 /// The consent form: approve or deny, posted with the hidden `csrf` to /authorize/consent.
+/// `authorization_details` (RFC 9396), if any, are shown in full, one section each, before the
+/// scopes: they are what the user approves or refuses as a whole.
+/// Each scope comes with what it means (`describe_scope`, or the API's registered description).
 pub fn consent(
     client_name: &str,
-    scopes: &[String],
+    scopes: &[(String, String)],
+    authorization_details: &[serde_json::Value],
     csrf: &str,
     return_host: &str,
     client_origin: Option<&str>,
 ) -> Response {
     let items: String = scopes
         .iter()
-        .map(|s| {
+        .map(|(s, meaning)| {
             format!(
                 "<li>{} (<code>{}</code>)</li>\n",
-                escape(describe_scope(s)),
+                escape(meaning),
                 escape(s)
             )
         })
         .collect();
-    let asked = if items.is_empty() {
-        "<p>It asks for no particular access.</p>".to_owned()
+    let asked = match (items.is_empty(), authorization_details.is_empty()) {
+        (true, true) => "<p>It asks for no particular access.</p>".to_owned(),
+        (true, false) => String::new(),
+        (false, true) => format!("<p>It asks to:</p>\n<ul>\n{items}</ul>"),
+        (false, false) => format!("<p>It also asks to:</p>\n<ul>\n{items}</ul>"),
+    };
+    let (title, intro, yes) = if authorization_details.is_empty() {
+        ("Allow access?", "wants to access your account.", "Allow")
     } else {
-        format!("<p>It asks to:</p>\n<ul>\n{items}</ul>")
+        ("Approve this request?", "asks you to approve:", "Approve")
     };
     let body = format!(
-        "<h1>Allow access?</h1>\n<p><strong>{client}</strong> wants to access your account.</p>\n\
+        "<h1>{title}</h1>\n<p><strong>{client}</strong> {intro}</p>\n{details}\
          {asked}\n<p>You will then return to <strong>{host}</strong>.</p>\n\
          <form method=\"post\" action=\"/authorize/consent\">\n\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
-         <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>\n\
+         <button type=\"submit\" name=\"decision\" value=\"approve\">{yes}</button>\n\
          <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\n</form>",
         client = escape(client_name),
+        details = details::render(authorization_details),
         host = escape(return_host),
         csrf = escape(csrf),
     );
-    page(
-        StatusCode::OK,
-        "Allow access?",
-        &body,
-        form_action(client_origin),
-    )
+    page(StatusCode::OK, title, &body, form_action(client_origin))
 }
 
 /// An error that cannot go back to the client (unknown client, unregistered redirect_uri,
@@ -138,7 +149,8 @@ fn form_action(client_origin: Option<&str>) -> String {
     }
 }
 
-fn describe_scope(scope: &str) -> &'static str {
+/// What a standard scope means to the user (an API's scopes carry their own description).
+pub fn describe_scope(scope: &str) -> &'static str {
     match scope {
         "openid" => "Confirm who you are",
         "profile" => "See your name and profile",
