@@ -167,6 +167,9 @@ fn the_seed_payment_end_to_end() {
     assert_eq!(answer["active"], json!(true), "{}", r.body);
     assert_eq!(answer["authorization_details"], details, "{answer}");
     assert_eq!(answer["txn"], json!(txn), "{answer}");
+    let stranger = web_client(fapi);
+    let r = stranger.post(&fapi.server, "/introspect", &pairs(&[("token", access)]));
+    assert_eq!(r.json(), json!({"active": false}), "another client: {}", r.body);
 
     // The approval record: the user (the token's sub), the client, the API, the digest. For
     // this array, JCS is also what sorted keys and a compact serialization give (ASCII names,
@@ -193,7 +196,7 @@ fn the_consent_page_renders_every_field_escaped_and_in_full() {
     let b = bank();
     let (fapi, client) = (&b.fapi, &b.client);
     let recipient = "Smith & Sons <b>Travel</b>";
-    let long_concept = format!("{} END-OF-CONCEPT", "Resort package, two guests. ".repeat(60));
+    let long_concept = format!("{}END-OF-CONCEPT", "Resort package, two guests. ".repeat(60));
     let mut pay = payment(recipient);
     pay["concept"] = json!(long_concept);
     let accounts = json!({
@@ -222,7 +225,7 @@ fn the_consent_page_renders_every_field_escaped_and_in_full() {
     // Not truncated: the whole concept (about 1.7 kB), to its last word.
     assert_eq!(
         row(&payment_rows, "Concept"),
-        Some(long_concept.trim()),
+        Some(long_concept.as_str()),
         "{payment_rows:?}"
     );
 
@@ -241,7 +244,9 @@ fn the_consent_page_renders_every_field_escaped_and_in_full() {
         "nested values as nested lists: {}",
         sections[1]
     );
+    // (RFC 9396 §2.2's `datatypes`: "Datatypes" or "Data types" both read well.)
     let nested = row(&other, "Datatypes")
+        .or_else(|| row(&other, "Data types"))
         .unwrap_or_else(|| panic!("no Datatypes: {other:?}"))
         .to_lowercase();
     assert!(
@@ -261,12 +266,13 @@ fn a_jwe_access_token_carries_the_approved_details() {
     let fapi = Fapi::start("");
     let admin = rs_admin(&fapi);
     let client = web_client(&fapi);
+    let service = service_client(&fapi);
     let (cert, api_key) = certificate("payments-api.example.com", None, false);
     let api = register_api(
         &fapi,
         &admin,
         &[(PAYMENT_TYPE, payment_schema())],
-        &[&client.id],
+        &[&client.id, &service.id],
         json!({"token_encryption": {"format": "compact-nested-jwe", "encryption_key": {
             "pem": String::from_utf8(cert.to_pem().unwrap()).unwrap(), "kid": "pay-enc"}}}),
     );
@@ -295,6 +301,19 @@ fn a_jwe_access_token_carries_the_approved_details() {
     let record = approval(&fapi.server, &txn).unwrap();
     assert_eq!(record["details_sha256"], json!(details_sha256(&details)));
     assert_eq!(record["resource"], json!(api));
+
+    // client_credentials through the same API: encrypted too, with the details inside.
+    let r = client_credentials(
+        &fapi,
+        &service,
+        &[("authorization_details", &details.to_string())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["authorization_details"], details);
+    let (_, inner) = decrypt(r.json()["access_token"].as_str().unwrap(), &api_key);
+    let claims = verify_jwt(&fapi.server, &inner, &api, Some("at+jwt")).unwrap();
+    assert_eq!(claims["authorization_details"], details);
+    assert_ne!(assert_txn(&claims["txn"]), txn);
 }
 
 #[test]
@@ -523,7 +542,11 @@ fn bad_details_are_refused_with_a_clear_error() {
     let r = push(&many(16), &[]);
     assert_eq!(r.status, 201, "16 entries: {}", r.body);
     refused(&push(&many(17), &[]), "invalid_authorization_details", "17");
-    refused(&push(&many(100), &[]), "invalid_authorization_details", "100");
+    // 100 small entries (3 kB: the count is what is wrong, not the size).
+    let small = Value::Array(vec![json!({"type": ACCOUNTS_TYPE}); 100]).to_string();
+    let description = refused(&push(&small, &[]), "invalid_authorization_details", "100");
+    assert!(description.contains("16"), "names the limit: {description}");
+    refused(&push(&many(100), &[]), "invalid_authorization_details", "100 payments");
     let big = json!([{"type": ACCOUNTS_TYPE, "note": "x".repeat(17 * 1024)}]).to_string();
     refused(&push(&big, &[]), "invalid_authorization_details", "17 KiB");
     // A 1 MiB body: 413, with the OAuth error object.
@@ -613,6 +636,35 @@ fn the_token_request_may_narrow_the_details_but_not_change_them() {
     let details = json!([first, second]);
     let mut browser = Browser::new(&fapi.server);
 
+    // Details at the token endpoint for a code whose request had none: nothing was approved.
+    let mut plain = AuthzRequest::for_client(&fapi.server, client);
+    plain.set("scope", RAR_SCOPE);
+    plain.set("resource", &b.api);
+    let page = to_consent(fapi, &mut browser, client, &plain);
+    let code = code_of(&plain, &decide(&mut browser, &page, true));
+    let r = exchange_code(
+        fapi,
+        client,
+        &plain,
+        &code,
+        &[("authorization_details", &json!([first]).to_string())],
+    );
+    assert_eq!(refusal(&r).1, "invalid_authorization_details", "{}", r.body);
+    assert!(r.json().get("access_token").is_none());
+
+    // Not JSON at the token endpoint.
+    let request = rar_request(fapi, client, &details);
+    let page = to_consent(fapi, &mut browser, client, &request);
+    let code = code_of(&request, &decide(&mut browser, &page, true));
+    let r = exchange_code(
+        fapi,
+        client,
+        &request,
+        &code,
+        &[("authorization_details", "[{not json")],
+    );
+    assert_eq!(refusal(&r).1, "invalid_authorization_details", "{}", r.body);
+
     // Changed between PAR and the token request: refused, and the code is spent.
     let request = rar_request(fapi, client, &details);
     let page = to_consent(fapi, &mut browser, client, &request);
@@ -693,7 +745,9 @@ fn a_refresh_keeps_the_details_and_the_txn() {
     let b = bank();
     let (fapi, client) = (&b.fapi, &b.client);
     let details = json!([payment("Acme Travel, Inc."), payment("Beta Hotels Ltd")]);
-    let request = rar_request(fapi, client, &details);
+    // This time the API is named (RFC 8707) beside the details.
+    let mut request = rar_request(fapi, client, &details);
+    request.set("resource", &b.api);
     let mut browser = Browser::new(&fapi.server);
     let (_, _, body) = approved_tokens(fapi, &mut browser, client, &request);
     let claims = verify_jwt(
@@ -789,7 +843,10 @@ fn client_credentials_with_details() {
     let api = register_api(
         &fapi,
         &admin,
-        &[(PAYMENT_TYPE, payment_schema())],
+        &[
+            (PAYMENT_TYPE, payment_schema()),
+            (ACCOUNTS_TYPE, json!({"type": "object"})),
+        ],
         &[&service.id],
         json!({}),
     );
@@ -843,6 +900,27 @@ fn client_credentials_with_details() {
         assert!(!seen.contains(&t), "txn {t} reused");
         seen.push(t);
     }
+
+    // The digest is of the canonical JSON (RFC 8785), not of the text sent: members in any
+    // order, 100.0 sent as "100.0" but canonically "100", escapes and non-ASCII text, member
+    // names that sort differently by UTF-16 code units (JCS) than by UTF-8 bytes.
+    let tricky = json!([{"type": ACCOUNTS_TYPE, "\u{1f600}": "emoji", "\u{fb33}": "dalet",
+                         "z": [100.0, 0.1, -7, true, null], "caf\u{e9}": "Z\u{fc}rich \"\u{1}\" \u{20ac}",
+                         "a": {"y": 1, "b": 2}}]);
+    let sent = tricky.to_string();
+    assert!(sent.contains("100.0"), "{sent}");
+    assert!(jcs(&tricky).contains("[100,0.1,-7,true,null]"));
+    let r = client_credentials(&fapi, &service, &[("authorization_details", &sent)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["authorization_details"], tricky);
+    let t = payload(r.json()["access_token"].as_str().unwrap())["txn"].clone();
+    let record = approval(&fapi.server, &assert_txn(&t)).unwrap();
+    assert_eq!(
+        record["details_sha256"],
+        json!(details_sha256(&tricky)),
+        "canonical JSON: {}",
+        jcs(&tricky)
+    );
 
     // Bad details: the same errors as at PAR.
     let mut bad = payment("Acme");
