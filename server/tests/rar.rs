@@ -706,6 +706,26 @@ fn the_token_request_may_narrow_the_details_but_not_change_them() {
     );
     assert_eq!(refusal(&r).1, "invalid_authorization_details", "{}", r.body);
 
+    // An approved entry twice, when the user approved it once: not a subset of what was
+    // approved (an API would see two payments where the user saw one).
+    let request = rar_request(fapi, client, &details);
+    let page = to_consent(fapi, &mut browser, client, &request);
+    let code = code_of(&request, &decide(&mut browser, &page, true));
+    let r = exchange_code(
+        fapi,
+        client,
+        &request,
+        &code,
+        &[("authorization_details", &json!([second, second]).to_string())],
+    );
+    assert_eq!(
+        oauth_error(&r).map(|e| (e.0, e.1)),
+        Some((400, "invalid_authorization_details".to_owned())),
+        "one approved payment asked for twice: {} {}",
+        r.status,
+        r.body
+    );
+
     // A subset equal to an approved entry (as JSON values: members in another order) works;
     // the token carries that subset, under the approval's txn.
     let request = rar_request(fapi, client, &details);
@@ -833,6 +853,20 @@ fn a_refresh_keeps_the_details_and_the_txn() {
     );
     assert_eq!(refusal(&r).1, "invalid_authorization_details", "{}", r.body);
     assert!(r.json().get("access_token").is_none());
+
+    // One approved entry twice: more than was approved.
+    let beta = payment("Beta Hotels Ltd");
+    let r = refresh(
+        &latest,
+        &[("authorization_details", &json!([beta, beta]).to_string())],
+    );
+    assert_eq!(
+        oauth_error(&r).map(|e| (e.0, e.1)),
+        Some((400, "invalid_authorization_details".to_owned())),
+        "one approved payment asked for twice: {} {}",
+        r.status,
+        r.body
+    );
 }
 
 #[test]
