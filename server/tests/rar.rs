@@ -15,7 +15,8 @@
 //!   malformed JSON, `locations` elsewhere, a 1 MiB body; details changed at the token endpoint.
 //! - The consent page is always shown for details (remembered consent, prompt=none); denying
 //!   gives access_denied and no code.
-//! - Discovery lists the registered types; a schema that is not a JSON Schema is refused.
+//! - Discovery lists the registered types, and it and validation follow an API's patch and
+//!   deletion at once; a schema that is not a JSON Schema is refused.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -365,6 +366,13 @@ fn details_inside_a_signed_request_object() {
 
     let callback = decide(&mut browser, &page, true);
     let code = code_of(&request, &callback);
+    // The front-channel ID token (hybrid response) is no copy of the details.
+    let front = callback.in_fragment("id_token").unwrap();
+    let front = verify_jwt(&fapi.server, front, &fapi1.id, None).unwrap();
+    assert!(
+        front.get("authorization_details").is_none() && !front.to_string().contains("DE89"),
+        "{front}"
+    );
     let r = exchange_code(fapi, &fapi1, &request, &code, &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
@@ -989,7 +997,7 @@ fn client_credentials_with_details() {
 }
 
 #[test]
-fn discovery_lists_the_types_and_bad_schemas_are_refused() {
+fn discovery_and_validation_follow_the_registered_apis() {
     let fapi = Fapi::start("");
     let admin = rs_admin(&fapi);
     let listed = |fapi: &Fapi| -> Option<Vec<String>> {
@@ -1021,14 +1029,15 @@ fn discovery_lists_the_types_and_bad_schemas_are_refused() {
         json!({}),
     );
     // A second API sharing a type: listed once.
-    register_api(
+    let service = service_client(&fapi);
+    let second = register_api(
         &fapi,
         &admin,
         &[
             (PAYMENT_TYPE, json!({"type": "object"})),
             ("bulk_payment", json!({})),
         ],
-        &[],
+        &[&service.id],
         json!({}),
     );
     let after = types(&fapi);
@@ -1062,6 +1071,67 @@ fn discovery_lists_the_types_and_bad_schemas_are_refused() {
         );
     }
     assert!(!types(&fapi).contains(&"bad_schema_type".to_owned()));
+
+    // Changing an API's types changes what is listed and what is accepted, at once.
+    let ask = |details: Value| {
+        let r = client_credentials(
+            &fapi,
+            &service,
+            &[("authorization_details", &details.to_string())],
+        );
+        oauth_error(&r).map_or_else(|| r.status.to_string(), |e| e.1)
+    };
+    assert_eq!(ask(json!([{"type": "bulk_payment"}])), "200");
+    assert_eq!(ask(json!([{"type": PAYMENT_TYPE}])), "200");
+    let path = format!("/api/v2/resource-servers/{}", enc(&second));
+    let patch = |body: Value| {
+        send(
+            fapi.server.port,
+            "PATCH",
+            &path,
+            &[bearer(&admin)],
+            Some(("application/merge-patch+json", &body.to_string())),
+            None,
+        )
+    };
+    let r = patch(json!({"authorization_details": [
+        {"type": "bulk_payment", "schema": {"type": "object", "required": ["batch"]}}]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        ask(json!([{"type": "bulk_payment"}])),
+        "invalid_authorization_details",
+        "the new schema"
+    );
+    assert_eq!(ask(json!([{"type": "bulk_payment", "batch": "b-1"}])), "200");
+    assert_eq!(
+        ask(json!([{"type": PAYMENT_TYPE}])),
+        "invalid_authorization_details",
+        "a type the API no longer has"
+    );
+    // A patch to a schema that is not one is refused like a registration.
+    let r = patch(json!({"authorization_details": [
+        {"type": "bulk_payment", "schema": {"type": 12}}]}));
+    assert_eq!(refusal(&r).0, 400, "{}", r.body);
+    assert_eq!(refusal(&r).1, "invalid_request");
+    assert_eq!(ask(json!([{"type": "bulk_payment", "batch": "b-2"}])), "200");
+
+    // Deleted: its only type leaves discovery and is unknown.
+    let r = send(
+        fapi.server.port,
+        "DELETE",
+        &path,
+        &[bearer(&admin)],
+        None,
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let now_listed = types(&fapi);
+    assert!(!now_listed.contains(&"bulk_payment".to_owned()), "{now_listed:?}");
+    assert!(now_listed.contains(&PAYMENT_TYPE.to_owned()), "{now_listed:?}");
+    assert_eq!(
+        ask(json!([{"type": "bulk_payment", "batch": "b-3"}])),
+        "invalid_authorization_details"
+    );
 }
 
 /// The test's own JCS and page reading, on inputs whose answers the RFC and the contract give
