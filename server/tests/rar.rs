@@ -339,8 +339,14 @@ fn details_inside_a_signed_request_object() {
         "debtorAccount": "DE89370400440532013000",
         "locations": [api],
     }]);
-    let request = rar_request(fapi, &fapi1, &details);
+    let mut request = rar_request(fapi, &fapi1, &details);
     assert!(matches!(request.carry, Carry::Signed(JwsAlg::Ps256)));
+    // Beside `request`, other parameters are ignored (RFC 9101 §5): also a second set of
+    // details, which must appear nowhere.
+    request.outer.push((
+        "authorization_details".to_owned(),
+        json!([{"type": "sepa_credit_transfer", "creditorName": "Mallory"}]).to_string(),
+    ));
     assert!(
         payload(&request.request_object(&fapi1, JwsAlg::Ps256))["authorization_details"]
             .is_array(),
@@ -350,6 +356,7 @@ fn details_inside_a_signed_request_object() {
     let page = to_consent(fapi, &mut browser, &fapi1, &request);
     let sections = detail_sections(&page.body);
     assert_eq!(sections.len(), 1, "{}", page.body);
+    assert!(!page.body.contains("Mallory"), "{}", page.body);
     let shown = rows(&sections[0]);
     assert_eq!(row(&shown, "Amount"), Some("120 EUR"), "{shown:?}");
     assert_eq!(row(&shown, "Recipient"), Some("Merchant A"), "{shown:?}");
@@ -618,6 +625,31 @@ fn the_consent_page_is_always_shown_and_deny_refuses() {
         let callback = decide(&mut browser, &page, true);
         assert!(callback.in_query("code").is_some(), "{}", callback.location);
     }
+
+    // Details added to the /authorize URL beside a pushed request_uri (by whoever can touch
+    // the front channel) are ignored: the page and the token have the pushed ones.
+    let pushed_request = rar_request(fapi, client, &details);
+    let (uri, _) = pushed(&pushed_request.push(&fapi.server, client)).unwrap();
+    let injected = json!([payment("Mallory Ltd")]).to_string();
+    let r = browser.send(
+        "GET",
+        &format!(
+            "{}&authorization_details={}",
+            authorize_path(&client.id, &uri),
+            enc(&injected)
+        ),
+        None,
+    );
+    let page = browser.follow(r);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        !page.body.contains("Mallory") && page.body.contains("Acme Travel"),
+        "{}",
+        page.body
+    );
+    let code = code_of(&pushed_request, &decide(&mut browser, &page, true));
+    let r = exchange_code(fapi, client, &pushed_request, &code, &[]);
+    assert_eq!(r.json()["authorization_details"], details, "{}", r.body);
 
     // prompt=none with details: consent_required, no code.
     let mut silent = rar_request(fapi, client, &details);
