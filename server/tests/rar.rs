@@ -12,7 +12,10 @@
 //!   object (FAPI 1 Advanced), for client_credentials and across a refresh.
 //! - Bad input, each a standard OAuth error that names no value sent, and nothing approved:
 //!   unknown type, schema violation, an API the client may not use, too many entries or bytes,
-//!   malformed JSON, `locations` elsewhere, a 1 MiB body; details changed at the token endpoint.
+//!   malformed JSON, `locations` elsewhere, a 1 MiB body. At the token endpoint (code and
+//!   refresh) the details may be narrowed to approved entries, never changed, extended or an
+//!   approved entry repeated; details injected beside a request_uri or a request object are
+//!   ignored.
 //! - The consent page is always shown for details (remembered consent, prompt=none); denying
 //!   gives access_denied and no code.
 //! - Discovery lists the registered types, and it and validation follow an API's patch and
