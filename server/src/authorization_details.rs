@@ -236,12 +236,20 @@ pub fn narrow(requested: Option<&str>, approved: &[Value]) -> Result<Vec<Value>,
         return Ok(approved.to_vec());
     };
     let asked = parse(raw)?;
+    // Each approved entry answers at most one asked entry: a transaction approved once cannot
+    // be asked for twice.
+    let mut unused: Vec<&Value> = approved.iter().collect();
     for (i, entry) in asked.iter().enumerate() {
-        if !approved.contains(entry) {
-            return Err(invalid(format!(
-                "authorization_details[{i}] is not among the authorization_details approved for \
-                 this grant"
-            )));
+        match unused.iter().position(|a| *a == entry) {
+            Some(p) => {
+                unused.swap_remove(p);
+            }
+            None => {
+                return Err(invalid(format!(
+                    "authorization_details[{i}] is not among the authorization_details approved \
+                     for this grant (or is asked for more than once)"
+                )));
+            }
         }
     }
     Ok(asked)
@@ -435,6 +443,8 @@ mod tests {
             narrow(Some(reordered), &approved).unwrap(),
             vec![json!({"type": "t2", "x": 1})]
         );
+        let twice = r#"[{"type":"t2","x":1},{"type":"t2","x":1}]"#;
+        assert!(narrow(Some(twice), &approved).is_err());
         let changed = r#"[{"type":"t2","x":2}]"#;
         let e = narrow(Some(changed), &approved).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidAuthorizationDetails);
