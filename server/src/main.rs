@@ -69,7 +69,7 @@ enum Command {
         #[command(subcommand)]
         command: cli::resource_servers::ResourceServersCommand,
     },
-    /// Approvals of rich authorization requests: show one by its txn.
+    /// Approvals of rich authorization requests: show one by its txn, list the latest.
     Approvals {
         #[command(subcommand)]
         command: cli::approvals::ApprovalsCommand,

@@ -173,7 +173,12 @@ fn the_seed_payment_end_to_end() {
     assert_eq!(answer["txn"], json!(txn), "{answer}");
     let stranger = web_client(fapi);
     let r = stranger.post(&fapi.server, "/introspect", &pairs(&[("token", access)]));
-    assert_eq!(r.json(), json!({"active": false}), "another client: {}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"active": false}),
+        "another client: {}",
+        r.body
+    );
 
     // The approval record: the user (the token's sub), the client, the API, the digest. For
     // this array, JCS is also what sorted keys and a compact serialization give (ASCII names,
@@ -200,7 +205,10 @@ fn the_consent_page_renders_every_field_escaped_and_in_full() {
     let b = bank();
     let (fapi, client) = (&b.fapi, &b.client);
     let recipient = "Smith & Sons <b>Travel</b>";
-    let long_concept = format!("{}END-OF-CONCEPT", "Resort package, two guests. ".repeat(60));
+    let long_concept = format!(
+        "{}END-OF-CONCEPT",
+        "Resort package, two guests. ".repeat(60)
+    );
     let mut pay = payment(recipient);
     pay["concept"] = json!(long_concept);
     let accounts = json!({
@@ -219,7 +227,11 @@ fn the_consent_page_renders_every_field_escaped_and_in_full() {
     assert_eq!(sections.len(), 2, "{}", page.body);
 
     // The recipient as text, never as markup.
-    assert!(!page.body.contains("<b>Travel</b>"), "unescaped: {}", page.body);
+    assert!(
+        !page.body.contains("<b>Travel</b>"),
+        "unescaped: {}",
+        page.body
+    );
     let payment_rows = rows(&sections[0]);
     assert_eq!(
         row(&payment_rows, "Recipient"),
@@ -234,7 +246,11 @@ fn the_consent_page_renders_every_field_escaped_and_in_full() {
     );
 
     // Any other type: a heading, every field with a readable label, nested values listed.
-    assert!(heading_names(&sections[1], ACCOUNTS_TYPE), "{}", sections[1]);
+    assert!(
+        heading_names(&sections[1], ACCOUNTS_TYPE),
+        "{}",
+        sections[1]
+    );
     let other = rows(&sections[1]);
     assert_eq!(row(&other, "Account id"), Some("DE-4711-ACCT"), "{other:?}");
     assert_eq!(row(&other, "Booking date"), Some("2026-11-22"), "{other:?}");
@@ -330,7 +346,10 @@ fn details_inside_a_signed_request_object() {
     let api = register_api(
         fapi,
         &b.admin,
-        &[("sepa_credit_transfer", json!({"type": "object", "required": ["creditorName"]}))],
+        &[(
+            "sepa_credit_transfer",
+            json!({"type": "object", "required": ["creditorName"]}),
+        )],
         &[&fapi1.id],
         json!({}),
     );
@@ -351,8 +370,7 @@ fn details_inside_a_signed_request_object() {
         json!([{"type": "sepa_credit_transfer", "creditorName": "Mallory"}]).to_string(),
     ));
     assert!(
-        payload(&request.request_object(&fapi1, JwsAlg::Ps256))["authorization_details"]
-            .is_array(),
+        payload(&request.request_object(&fapi1, JwsAlg::Ps256))["authorization_details"].is_array(),
         "a JSON array claim, not a string"
     );
     let mut browser = Browser::new(&fapi.server);
@@ -405,7 +423,10 @@ fn details_inside_a_signed_request_object() {
     let mut bad = rar_request(fapi, &fapi1, &json!({"type": "sepa_credit_transfer"}));
     let r = bad.push(&fapi.server, &fapi1);
     let (status, code, _) = refusal(&r);
-    assert_eq!((status, code.as_str()), (400, "invalid_authorization_details"));
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "invalid_authorization_details")
+    );
     bad.params
         .insert("authorization_details".into(), json!([{"type": "nope"}]));
     bad.ro.insert("jti".into(), json!(unique()));
@@ -564,14 +585,21 @@ fn bad_details_are_refused_with_a_clear_error() {
     let small = Value::Array(vec![json!({"type": ACCOUNTS_TYPE}); 100]).to_string();
     let description = refused(&push(&small, &[]), "invalid_authorization_details", "100");
     assert!(description.contains("16"), "names the limit: {description}");
-    refused(&push(&many(100), &[]), "invalid_authorization_details", "100 payments");
+    refused(
+        &push(&many(100), &[]),
+        "invalid_authorization_details",
+        "100 payments",
+    );
     let big = json!([{"type": ACCOUNTS_TYPE, "note": "x".repeat(17 * 1024)}]).to_string();
     refused(&push(&big, &[]), "invalid_authorization_details", "17 KiB");
     // A 1 MiB body: 413, with the OAuth error object.
     let huge = json!([{"type": ACCOUNTS_TYPE, "note": "x".repeat(1024 * 1024)}]).to_string();
     let r = push(&huge, &[]);
     assert_eq!(r.status, 413, "{}", r.body);
-    assert_eq!(oauth_error(&r).map(|e| e.1).as_deref(), Some("invalid_request"));
+    assert_eq!(
+        oauth_error(&r).map(|e| e.1).as_deref(),
+        Some("invalid_request")
+    );
 
     // At /authorize (a client that need not push): the error goes back to the client, and
     // its description (now in a URL) names no value.
@@ -588,12 +616,17 @@ fn bad_details_are_refused_with_a_clear_error() {
     let r = browser.send("GET", &format!("/authorize?{}", form(&query)), None);
     let back = Callback::of(&browser.follow(r), REDIRECT_URI)
         .unwrap_or_else(|| panic!("no redirect to the client"));
-    assert_eq!(back.in_query("error"), Some("invalid_authorization_details"));
+    assert_eq!(
+        back.in_query("error"),
+        Some("invalid_authorization_details")
+    );
     assert_eq!(back.in_query("state"), Some("st-direct"));
     let description = back.in_query("error_description").unwrap_or_default();
     assert!(description.contains("/amount/currency"), "{description}");
     assert!(!back.location.contains("SECRET"), "{}", back.location);
     assert!(back.in_query("code").is_none());
+    // Nothing refused was recorded as approved.
+    assert_eq!(approvals_of(&fapi.server, &client.id), Vec::<Value>::new());
 }
 
 #[test]
@@ -622,8 +655,17 @@ fn the_consent_page_is_always_shown_and_deny_refuses() {
     // With details: the page every time, even right after approving the same details.
     let details = seed_details();
     for round in 0..2 {
-        let page = to_consent(fapi, &mut browser, client, &rar_request(fapi, client, &details));
-        assert_eq!(page.status, 200, "round {round}: {} {}", page.status, page.body);
+        let page = to_consent(
+            fapi,
+            &mut browser,
+            client,
+            &rar_request(fapi, client, &details),
+        );
+        assert_eq!(
+            page.status, 200,
+            "round {round}: {} {}",
+            page.status, page.body
+        );
         assert_eq!(detail_sections(&page.body).len(), 1, "round {round}");
         let callback = decide(&mut browser, &page, true);
         assert!(callback.in_query("code").is_some(), "{}", callback.location);
@@ -663,11 +705,20 @@ fn the_consent_page_is_always_shown_and_deny_refuses() {
     assert_eq!(back.in_query("error"), Some("consent_required"));
     assert!(back.in_query("code").is_none());
 
-    // Deny: access_denied, no code.
-    let page = to_consent(fapi, &mut browser, client, &rar_request(fapi, client, &details));
+    // Deny: access_denied, no code, no approval recorded. (Three approvals so far: the two
+    // rounds and the pushed request; prompt=none recorded none either.)
+    let before = approvals_of(&fapi.server, &client.id);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let page = to_consent(
+        fapi,
+        &mut browser,
+        client,
+        &rar_request(fapi, client, &details),
+    );
     let back = decide(&mut browser, &page, false);
     assert_eq!(back.in_query("error"), Some("access_denied"));
     assert!(back.in_query("code").is_none());
+    assert_eq!(approvals_of(&fapi.server, &client.id), before);
 }
 
 #[test]
@@ -731,7 +782,12 @@ fn the_token_request_may_narrow_the_details_but_not_change_them() {
     assert!(!description.contains("9999"), "{description}");
     assert!(r.json().get("access_token").is_none());
     let r = exchange_code(fapi, client, &request, &code, &[]);
-    assert_eq!(refusal(&r).1, "invalid_grant", "the code is spent: {}", r.body);
+    assert_eq!(
+        refusal(&r).1,
+        "invalid_grant",
+        "the code is spent: {}",
+        r.body
+    );
 
     // An approved entry plus one more: refused too.
     let request = rar_request(fapi, client, &details);
@@ -759,7 +815,10 @@ fn the_token_request_may_narrow_the_details_but_not_change_them() {
         client,
         &request,
         &code,
-        &[("authorization_details", &json!([second, second]).to_string())],
+        &[(
+            "authorization_details",
+            &json!([second, second]).to_string(),
+        )],
     );
     assert_eq!(
         oauth_error(&r).map(|e| (e.0, e.1)),
@@ -962,7 +1021,10 @@ fn client_credentials_with_details() {
         let r = client_credentials(
             &fapi,
             &service,
-            &[("authorization_details", &details.to_string()), (name, &api)],
+            &[
+                ("authorization_details", &details.to_string()),
+                (name, &api),
+            ],
         );
         assert_eq!(r.status, 200, "{name}: {}", r.body);
         let other = verify_jwt(
@@ -1003,7 +1065,10 @@ fn client_credentials_with_details() {
     let mut bad = payment("Acme");
     bad["amount"]["currency"] = json!("usd-SECRET");
     for (raw, code) in [
-        (json!([{"type": "no_such_type"}]).to_string(), "invalid_authorization_details"),
+        (
+            json!([{"type": "no_such_type"}]).to_string(),
+            "invalid_authorization_details",
+        ),
         (json!([bad]).to_string(), "invalid_authorization_details"),
         ("[1]".to_owned(), "invalid_authorization_details"),
     ] {
@@ -1137,7 +1202,10 @@ fn discovery_and_validation_follow_the_registered_apis() {
         "invalid_authorization_details",
         "the new schema"
     );
-    assert_eq!(ask(json!([{"type": "bulk_payment", "batch": "b-1"}])), "200");
+    assert_eq!(
+        ask(json!([{"type": "bulk_payment", "batch": "b-1"}])),
+        "200"
+    );
     assert_eq!(
         ask(json!([{"type": PAYMENT_TYPE}])),
         "invalid_authorization_details",
@@ -1148,7 +1216,10 @@ fn discovery_and_validation_follow_the_registered_apis() {
         {"type": "bulk_payment", "schema": {"type": 12}}]}));
     assert_eq!(refusal(&r).0, 400, "{}", r.body);
     assert_eq!(refusal(&r).1, "invalid_request");
-    assert_eq!(ask(json!([{"type": "bulk_payment", "batch": "b-2"}])), "200");
+    assert_eq!(
+        ask(json!([{"type": "bulk_payment", "batch": "b-2"}])),
+        "200"
+    );
 
     // Deleted: its only type leaves discovery and is unknown.
     let r = send(
@@ -1161,8 +1232,14 @@ fn discovery_and_validation_follow_the_registered_apis() {
     );
     assert_eq!(r.status, 204, "{}", r.body);
     let now_listed = types(&fapi);
-    assert!(!now_listed.contains(&"bulk_payment".to_owned()), "{now_listed:?}");
-    assert!(now_listed.contains(&PAYMENT_TYPE.to_owned()), "{now_listed:?}");
+    assert!(
+        !now_listed.contains(&"bulk_payment".to_owned()),
+        "{now_listed:?}"
+    );
+    assert!(
+        now_listed.contains(&PAYMENT_TYPE.to_owned()),
+        "{now_listed:?}"
+    );
     assert_eq!(
         ask(json!([{"type": "bulk_payment", "batch": "b-3"}])),
         "invalid_authorization_details"

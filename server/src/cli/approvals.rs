@@ -12,6 +12,18 @@ pub enum ApprovalsCommand {
         /// The transaction reference (the access token's `txn` claim).
         txn: String,
     },
+    /// The latest approvals, newest first, as a JSON array.
+    List {
+        /// Only this client's.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Only this subject's (a user's id, or a client's for client_credentials).
+        #[arg(long)]
+        subject: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
 }
 
 pub fn run(config: &Config, command: ApprovalsCommand) -> Result<(), String> {
@@ -24,6 +36,17 @@ pub fn run(config: &Config, command: ApprovalsCommand) -> Result<(), String> {
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("no approval with txn {txn:?}"))?;
                 super::print_json(&approval)
+            }
+            ApprovalsCommand::List {
+                client_id,
+                subject,
+                limit,
+            } => {
+                let all = store
+                    .list_approvals(client_id.as_deref(), subject.as_deref(), limit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                super::print_json(&all)
             }
         }
     })

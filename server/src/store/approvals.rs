@@ -52,6 +52,17 @@ pub struct Approval {
     pub second_factor_at: Option<i64>,
 }
 
+/// Every column, in [`Row`]'s order, then `$rest` (a literal, so the SQL stays static).
+macro_rules! select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT txn, subject, subject_type, client_id, resource, details_sha256, ",
+            "approved_at, second_factor, second_factor_at FROM approvals ",
+            $rest
+        )
+    };
+}
+
 type Row = (
     String,
     String,
@@ -95,34 +106,51 @@ impl Store {
 
     /// The approval with transaction reference `txn`, if any.
     pub async fn get_approval(&self, txn: &str) -> Result<Option<Approval>> {
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT txn, subject, subject_type, client_id, resource, details_sha256, \
-             approved_at, second_factor, second_factor_at FROM approvals WHERE txn = $1",
-        )
-        .bind(txn)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((txn, subject, kind, client_id, resource, details_sha256, at, factor, f_at)) = row
-        else {
-            return Ok(None);
-        };
-        let subject_type = SubjectType::parse(&kind).ok_or_else(|| {
-            super::StoreError::Json(serde::de::Error::custom(format!(
-                "approval {txn}: unknown subject_type {kind:?}"
-            )))
-        })?;
-        Ok(Some(Approval {
-            txn,
-            subject,
-            subject_type,
-            client_id,
-            resource,
-            details_sha256,
-            approved_at: at,
-            second_factor: factor,
-            second_factor_at: f_at,
-        }))
+        let row: Option<Row> = sqlx::query_as(select!("WHERE txn = $1"))
+            .bind(txn)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(approval).transpose()
     }
+
+    /// The latest `limit` approvals, newest first, of one client and/or one subject when given.
+    pub async fn list_approvals(
+        &self,
+        client_id: Option<&str>,
+        subject: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Approval>> {
+        let rows: Vec<Row> = sqlx::query_as(select!(
+            "WHERE ($1 IS NULL OR client_id = $1) AND ($2 IS NULL OR subject = $2) \
+             ORDER BY approved_at DESC, txn LIMIT $3"
+        ))
+        .bind(client_id)
+        .bind(subject)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(approval).collect()
+    }
+}
+
+fn approval(row: Row) -> Result<Approval> {
+    let (txn, subject, kind, client_id, resource, details_sha256, at, factor, f_at) = row;
+    let subject_type = SubjectType::parse(&kind).ok_or_else(|| {
+        super::StoreError::Json(serde::de::Error::custom(format!(
+            "approval {txn}: unknown subject_type {kind:?}"
+        )))
+    })?;
+    Ok(Approval {
+        txn,
+        subject,
+        subject_type,
+        client_id,
+        resource,
+        details_sha256,
+        approved_at: at,
+        second_factor: factor,
+        second_factor_at: f_at,
+    })
 }
 
 #[cfg(test)]
@@ -149,5 +177,32 @@ mod tests {
         assert!(store.get_approval("t2").await.unwrap().is_none());
         // A txn names one approval: a second insert under it fails.
         assert!(store.record_approval(&a).await.is_err());
+        let b = Approval {
+            txn: "t2".into(),
+            subject: "c2".into(),
+            subject_type: SubjectType::Client,
+            client_id: "c2".into(),
+            approved_at: a.approved_at + 1,
+            ..a.clone()
+        };
+        store.record_approval(&b).await.unwrap();
+        let all = store.list_approvals(None, None, 10).await.unwrap();
+        assert_eq!(all, vec![b.clone(), a.clone()], "newest first");
+        assert_eq!(
+            store.list_approvals(Some("c1"), None, 10).await.unwrap(),
+            vec![a.clone()]
+        );
+        assert_eq!(
+            store.list_approvals(None, Some("c2"), 10).await.unwrap(),
+            vec![b.clone()]
+        );
+        assert!(
+            store
+                .list_approvals(Some("c1"), Some("c2"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.list_approvals(None, None, 1).await.unwrap(), vec![b]);
     }
 }

@@ -224,8 +224,8 @@ pub fn to_consent(
 /// Approves or denies on a consent page: the redirect to the client.
 pub fn decide(browser: &mut Browser, page: &Response, approve: bool) -> Callback {
     assert_eq!(page.status, 200, "not a page: {}", page.body);
-    let (form, button) = consent_form(page, approve)
-        .unwrap_or_else(|| panic!("no consent form in {}", page.body));
+    let (form, button) =
+        consent_form(page, approve).unwrap_or_else(|| panic!("no consent form in {}", page.body));
     let back = browser.submit(&form, &[], Some(button));
     Callback::of(&back, REDIRECT_URI)
         .unwrap_or_else(|| panic!("no redirect to the client: {} {}", back.status, back.body))
@@ -295,6 +295,10 @@ pub fn client_credentials(fapi: &Fapi, client: &FapiClient, extra: &[(&str, &str
 pub fn approval(server: &Server, txn: &str) -> Option<Value> {
     let out = server.cli(&["approvals", "show", txn], "");
     if !out.status.success() {
+        eprintln!(
+            "approvals show {txn}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -303,6 +307,26 @@ pub fn approval(server: &Server, txn: &str) -> Option<Value> {
             String::from_utf8_lossy(&out.stdout)
         )
     }))
+}
+
+/// `strongroom approvals list --client-id <id>`: every approval recorded for the client,
+/// newest first.
+pub fn approvals_of(server: &Server, client_id: &str) -> Vec<Value> {
+    let out = server.cli(&["approvals", "list", "--client-id", client_id], "");
+    assert!(
+        out.status.success(),
+        "approvals list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "approvals list: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    list.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
 }
 
 /// A `txn`: random and URL-safe (base64url / unreserved characters), at least 16 of them.
@@ -365,10 +389,7 @@ pub fn jcs(v: &Value) -> String {
             out.push('"');
             out
         }
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(jcs).collect::<Vec<_>>().join(",")
-        ),
+        Value::Array(items) => format!("[{}]", items.iter().map(jcs).collect::<Vec<_>>().join(",")),
         Value::Object(members) => {
             let mut names: Vec<&String> = members.keys().collect();
             names.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
