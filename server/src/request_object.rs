@@ -270,6 +270,17 @@ fn check_claims(
         }
     }
 
+    // RFC 9396 §3: in a request object, authorization_details is the JSON array itself, not a
+    // string holding one (what it holds is checked with the rest of the request).
+    if claims
+        .get("authorization_details")
+        .is_some_and(|d| !d.is_array())
+    {
+        return Err(crate::authorization_details::invalid(
+            "authorization_details in a request object must be a JSON array",
+        ));
+    }
+
     check_times(claims, rules, now, state.clock_skew.max(0))
 }
 
@@ -934,6 +945,23 @@ mod tests {
                 &format!("must not contain {inner}"),
             );
         }
+    }
+
+    #[tokio::test]
+    async fn authorization_details_must_be_the_array_itself() {
+        let s = server().await;
+        let c = claims(s.now());
+        let as_text = json!(r#"[{"type":"payment_initiation"}]"#);
+        let ro = ps256(&with(c.clone(), "authorization_details", as_text));
+        let e = s.open(&ro, FAPI2).await.unwrap_err();
+        assert_eq!(e.code, crate::error::ErrorCode::InvalidAuthorizationDetails);
+        assert!(
+            e.description.contains("must be a JSON array"),
+            "{}",
+            e.description
+        );
+        let ro = ps256(&with(c, "authorization_details", json!([{"type": "t"}])));
+        assert!(s.open(&ro, FAPI2).await.is_ok());
     }
 
     #[tokio::test]

@@ -635,12 +635,29 @@ fn the_consent_page_is_always_shown_and_deny_refuses() {
     let (fapi, client) = (&b.fapi, &b.client);
     let mut browser = Browser::new(&fapi.server);
 
-    // Without details, a remembered consent skips the page (so what follows tests something).
+    // Approving a transaction remembers nothing: a later plain request for the same scope and
+    // API still shows the page (the user approved a payment, not the scope for good).
+    let page = to_consent(
+        fapi,
+        &mut browser,
+        client,
+        &rar_request(fapi, client, &seed_details()),
+    );
+    decide(&mut browser, &page, true);
     let mut plain = AuthzRequest::for_client(&fapi.server, client);
     plain.set("scope", RAR_SCOPE);
     plain.set("resource", &b.api);
     let page = to_consent(fapi, &mut browser, client, &plain);
+    assert!(
+        page.status == 200 && consent_form(&page, true).is_some(),
+        "a RAR approval must not answer a plain request: {} {}",
+        page.status,
+        page.body
+    );
     decide(&mut browser, &page, true);
+
+    // Without details, the remembered consent just given skips the page (so what follows
+    // tests something).
     let mut again = AuthzRequest::for_client(&fapi.server, client);
     again.set("scope", RAR_SCOPE);
     again.set("resource", &b.api);
@@ -705,10 +722,10 @@ fn the_consent_page_is_always_shown_and_deny_refuses() {
     assert_eq!(back.in_query("error"), Some("consent_required"));
     assert!(back.in_query("code").is_none());
 
-    // Deny: access_denied, no code, no approval recorded. (Three approvals so far: the two
-    // rounds and the pushed request; prompt=none recorded none either.)
+    // Deny: access_denied, no code, no approval recorded. (Four approvals so far: the first,
+    // the two rounds and the pushed request; prompt=none recorded none either.)
     let before = approvals_of(&fapi.server, &client.id);
-    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(before.len(), 4, "{before:?}");
     let page = to_consent(
         fapi,
         &mut browser,

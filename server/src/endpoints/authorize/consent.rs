@@ -106,20 +106,24 @@ async fn submit(
     let answer = if approve {
         async {
             let resource = consent_resource(state, &request);
-            state
-                .store
-                .remember_consent(
-                    &user.user_id,
-                    &client.client_id,
-                    resource,
-                    &request.scopes(),
-                    now,
-                )
-                .await
-                .map_err(|e| back.fail(e))?;
-            // What the page showed, approved as a whole: recorded, then bound to the code.
+            // A plain request's scopes are remembered, so the page is not shown for them again.
+            // An approval of authorization_details is of that transaction only: recorded, then
+            // bound to the code, and nothing of it (not even its scopes) answers a later request.
             let txn = match &request.authorization_details {
-                None => None,
+                None => {
+                    state
+                        .store
+                        .remember_consent(
+                            &user.user_id,
+                            &client.client_id,
+                            resource,
+                            &request.scopes(),
+                            now,
+                        )
+                        .await
+                        .map_err(|e| back.fail(e))?;
+                    None
+                }
                 Some(details) => Some(
                     authorization_details::approve(
                         state,
