@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// Addresses of TLS-terminating proxies whose RFC 9440 `Client-Cert` header is believed.
     /// Empty (the default): the header is ignored from everyone.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Threads of the async runtime (TLS, HTTP, the endpoints); 0 (the default): one per core
+    /// this process may run on. Fewer leaves more of the cores to a software HSM's worker
+    /// processes on the same machine (README, Performance).
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +88,7 @@ impl Default for ServerConfig {
             purge_interval_seconds: 300,
             max_concurrent_token_requests: 128,
             trusted_proxies: Vec::new(),
+            worker_threads: 0,
         }
     }
 }

@@ -13,7 +13,15 @@ use crate::state::AppState;
 use crate::{endpoints, tls_edge};
 
 pub fn run(config: &Config) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match config.server.worker_threads {
+        0 => {}
+        n @ 1..=1024 => {
+            builder.worker_threads(n);
+        }
+        n => return Err(format!("server.worker_threads {n}: at most 1024")),
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
