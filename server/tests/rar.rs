@@ -27,6 +27,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "common/apis.rs"]
+mod apis_common;
 mod common;
 #[path = "common/fapi.rs"]
 mod fapi;
@@ -119,22 +121,14 @@ fn the_seed_payment_end_to_end() {
     let sections = detail_sections(&page.body);
     assert_eq!(sections.len(), 1, "one section per detail: {}", page.body);
     assert!(heading_names(&sections[0], PAYMENT_TYPE), "{}", sections[0]);
-    let shown = rows(&sections[0]);
-    assert_eq!(row(&shown, "Amount"), Some("2460.46 USD"), "{shown:?}");
-    assert_eq!(
-        row(&shown, "Recipient"),
-        Some("Acme Travel, Inc."),
-        "{shown:?}"
-    );
-    assert_eq!(
-        row(&shown, "From account"),
-        Some("xxxxxxxxxxx4567"),
-        "{shown:?}"
-    );
-    assert_eq!(
-        row(&shown, "Concept"),
-        Some("All Inclusive Resort Package for Two"),
-        "{shown:?}"
+    assert_shown(
+        &sections[0],
+        &[
+            ("Amount", "2460.46 USD"),
+            ("Recipient", "Acme Travel, Inc."),
+            ("From account", "xxxxxxxxxxx4567"),
+            ("Concept", "All Inclusive Resort Package for Two"),
+        ],
     );
 
     // Approve: the code comes back without any of the details in the URL.
@@ -378,18 +372,14 @@ fn details_inside_a_signed_request_object() {
     let sections = detail_sections(&page.body);
     assert_eq!(sections.len(), 1, "{}", page.body);
     assert!(!page.body.contains("Mallory"), "{}", page.body);
-    let shown = rows(&sections[0]);
-    assert_eq!(row(&shown, "Amount"), Some("120 EUR"), "{shown:?}");
-    assert_eq!(row(&shown, "Recipient"), Some("Merchant A"), "{shown:?}");
-    assert_eq!(
-        row(&shown, "From account"),
-        Some("DE89370400440532013000"),
-        "{shown:?}"
-    );
-    assert_eq!(
-        row(&shown, "To account"),
-        Some("DE02100100109307118603"),
-        "{shown:?}"
+    assert_shown(
+        &sections[0],
+        &[
+            ("Amount", "120 EUR"),
+            ("Recipient", "Merchant A"),
+            ("From account", "DE89370400440532013000"),
+            ("To account", "DE02100100109307118603"),
+        ],
     );
 
     let callback = decide(&mut browser, &page, true);

@@ -1,24 +1,17 @@
 //! Helpers for the rich-authorization-request tests (`tests/rar.rs`, issue 7 part 3), included
-//! with `#[path = "common/rar.rs"] mod rar;` next to `mod common;` and `mod fapi;`.
+//! with `#[path = "common/rar.rs"] mod rar;` next to `mod common;`, `mod apis_common;` and
+//! `mod fapi;`.
 //!
-//! The operator token and API registration are the ones `apis.rs` uses; the JWE decryption is
-//! its OpenSSL-only code (RFC 7516 §5.2), copied so that the two files stay independent. The
-//! RFC 8785 canonical JSON and the consent-page reading are written here from the RFCs and the
-//! contract, sharing nothing with the server.
+//! The operator token, the service client and the JWE decryption are `common/apis.rs`'s, shared
+//! with `apis.rs`. The RFC 8785 canonical JSON and the consent-page reading are written here
+//! from the RFCs and the contract, sharing nothing with the server.
 #![allow(dead_code)]
 
-use openssl::md::Md;
-use openssl::pkey::{PKey, Private};
-use openssl::pkey_ctx::PkeyCtx;
-use openssl::rsa::Padding;
-use openssl::symm::Cipher;
 use serde_json::{Value, json};
 
+pub use crate::apis_common::*;
 use crate::common::*;
 use crate::fapi::*;
-
-const RS_SCOPES: &str =
-    "read:resource_servers create:resource_servers update:resource_servers delete:resource_servers";
 
 // ---------------------------------------------------------------------------------------------
 // The seed's payment and the APIs that accept it.
@@ -71,48 +64,6 @@ pub fn payment_schema() -> Value {
     })
 }
 
-/// The operator's management token with the resource_servers scopes (as in apis.rs).
-pub fn rs_admin(fapi: &Fapi) -> String {
-    let rsa = new_rsa();
-    let id = create_client(
-        &fapi.server,
-        &json!({
-            "client_name": "api operations",
-            "token_endpoint_auth_method": "private_key_jwt",
-            "jwks": {"keys": [rsa_jwk(&rsa, "rsa-1", "PS256")]},
-            "grant_types": ["client_credentials"],
-            "scope": RS_SCOPES,
-        }),
-    );
-    let t = now();
-    let a = jws(
-        JwsAlg::Ps256,
-        SignKey::Rsa(&rsa),
-        json!({"kid": "rsa-1"}),
-        &json!({"iss": id, "sub": id, "aud": fapi.server.issuer(), "exp": t + 60, "iat": t,
-                "jti": unique()}),
-    );
-    let r = post_pairs(
-        fapi.server.port,
-        "/token",
-        &pairs(&[
-            ("grant_type", "client_credentials"),
-            ("resource", &format!("{}/api/v2/", fapi.server.issuer())),
-            ("scope", RS_SCOPES),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", &a),
-        ]),
-        &[],
-        None,
-    );
-    assert_eq!(r.status, 200, "management token: {}", r.body);
-    r.json()["access_token"].as_str().unwrap().to_owned()
-}
-
-pub fn unique_api() -> String {
-    format!("https://api.example.com/{}", &unique()[..12])
-}
-
 /// POST /api/v2/resource-servers with the operator token.
 pub fn post_api(fapi: &Fapi, admin: &str, body: &Value) -> Response {
     send(
@@ -155,24 +106,6 @@ pub fn register_api(
 /// A user-facing client (private_key_jwt, plain parameters at PAR, code flow with refresh).
 pub fn web_client(fapi: &Fapi) -> FapiClient {
     fapi.client(Level::None, Method::PrivateKeyJwt)
-}
-
-/// A client that may use client_credentials (private_key_jwt on the mTLS listener).
-pub fn service_client(fapi: &Fapi) -> FapiClient {
-    fapi.try_client(Level::None, Method::PrivateKeyJwt, |m| {
-        m["grant_types"] = json!(["client_credentials"]);
-        m["scope"] = json!("accounts");
-    })
-    .unwrap_or_else(|r| panic!("service client: {} {}", r.status, r.body))
-}
-
-/// The (status, error, error_description) of a refusal, checking that it is an OAuth error
-/// object with a description.
-pub fn refusal(r: &Response) -> (u16, String, String) {
-    let (status, code, description) =
-        oauth_error(r).unwrap_or_else(|| panic!("not an OAuth error: {} {}", r.status, r.body));
-    assert!(!description.is_empty(), "no error_description: {}", r.body);
-    (status, code, description)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,15 +213,6 @@ pub fn approved_tokens(
     assert_eq!(r.status, 200, "token: {}", r.body);
     (page, callback, r.json())
 }
-
-pub fn client_credentials(fapi: &Fapi, client: &FapiClient, extra: &[(&str, &str)]) -> Response {
-    let mut p = pairs(&[("grant_type", "client_credentials")]);
-    p.extend(pairs(extra));
-    client.post(&fapi.server, "/token", &p)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Approval records and their digest.
 
 /// `strongroom approvals show <txn>` (the CLI, on the server's database): its JSON, or `None`
 /// when it fails.
@@ -506,68 +430,17 @@ pub fn row<'a>(rows: &'a [(String, String)], label: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Asserts that a detail's section shows each (label, value) row, value exactly as given.
+pub fn assert_shown(section: &str, expected: &[(&str, &str)]) {
+    let shown = rows(section);
+    for (label, value) in expected {
+        assert_eq!(row(&shown, label), Some(*value), "{label}: {shown:?}");
+    }
+}
+
 /// Whether a section's heading (the text before its first row) names `ty` (as sent, or with
 /// underscores as spaces).
 pub fn heading_names(section: &str, ty: &str) -> bool {
     let head = text(section.split("<dt").next().unwrap_or_default()).to_lowercase();
     head.contains(&ty.to_lowercase()) || head.contains(&ty.replace('_', " ").to_lowercase())
-}
-
-// ---------------------------------------------------------------------------------------------
-// JWE access tokens, decrypted with OpenSSL alone (copied from apis.rs).
-
-/// RSA-OAEP (SHA-1) or RSA-OAEP-256 key unwrap, as the header says.
-fn unwrap_cek(header: &Value, encrypted_key: &[u8], key: &PKey<Private>) -> Vec<u8> {
-    let md = match header["alg"].as_str().unwrap() {
-        "RSA-OAEP-256" => Md::sha256(),
-        "RSA-OAEP" => Md::sha1(),
-        other => panic!("unexpected alg {other}"),
-    };
-    let mut ctx = PkeyCtx::new(key).unwrap();
-    ctx.decrypt_init().unwrap();
-    ctx.set_rsa_padding(Padding::PKCS1_OAEP).unwrap();
-    ctx.set_rsa_oaep_md(md).unwrap();
-    ctx.set_rsa_mgf1_md(md).unwrap();
-    let mut cek = Vec::new();
-    ctx.decrypt_to_vec(encrypted_key, &mut cek).unwrap();
-    cek
-}
-
-/// Decrypts a compact JWE (RFC 7516 §5.2): RSA-OAEP(-256) unwraps the CEK; A256GCM, or
-/// A128CBC-HS256 with its HMAC checked first, with the ASCII of the encoded protected header as
-/// AAD. Returns the protected header and the plaintext.
-pub fn decrypt(token: &str, key: &PKey<Private>) -> (Value, String) {
-    let parts: Vec<&str> = token.split('.').collect();
-    assert_eq!(parts.len(), 5, "not a compact JWE: {token}");
-    let header: Value = serde_json::from_slice(&unb64(parts[0])).unwrap();
-    let (encrypted_key, iv, ciphertext, tag) = (
-        unb64(parts[1]),
-        unb64(parts[2]),
-        unb64(parts[3]),
-        unb64(parts[4]),
-    );
-    let cek = unwrap_cek(&header, &encrypted_key, key);
-    let aad = parts[0].as_bytes();
-    let plaintext = match header["enc"].as_str().unwrap() {
-        "A256GCM" => openssl::symm::decrypt_aead(
-            Cipher::aes_256_gcm(),
-            &cek,
-            Some(&iv),
-            aad,
-            &ciphertext,
-            &tag,
-        )
-        .unwrap(),
-        "A128CBC-HS256" => {
-            let (mac_key, enc_key) = cek.split_at(16);
-            let mut mac_input = aad.to_vec();
-            mac_input.extend_from_slice(&iv);
-            mac_input.extend_from_slice(&ciphertext);
-            mac_input.extend_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
-            assert_eq!(&hs256(mac_key, &mac_input)[..16], tag.as_slice(), "bad tag");
-            openssl::symm::decrypt(Cipher::aes_128_cbc(), enc_key, Some(&iv), &ciphertext).unwrap()
-        }
-        other => panic!("unexpected enc {other}"),
-    };
-    (header, String::from_utf8(plaintext).unwrap())
 }
