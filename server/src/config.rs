@@ -362,6 +362,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_a_valid_configuration_of_the_defaults() {
+        let example: Config = toml::from_str(include_str!("../../strongroom.example.toml"))
+            .unwrap_or_else(|e| panic!("strongroom.example.toml: {e}"));
+        let d = Config::default();
+        assert_eq!(example.server.worker_threads, d.server.worker_threads);
+        assert_eq!(
+            example.server.max_concurrent_token_requests,
+            d.server.max_concurrent_token_requests
+        );
+        assert!(example.lifetimes().is_ok());
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         assert!(toml::from_str::<Config>("databse_url = \"x\"").is_err());
         assert!(toml::from_str::<Config>("[hsm]\npin = \"1234\"").is_err());
