@@ -17,11 +17,14 @@
 //! enough for a payment or a consent to account access, small enough to be shown in full on the
 //! consent page.
 
+use std::sync::{Arc, LazyLock};
+
 use axum::http::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorCode, OAuthError};
+use crate::memo::Memo;
 use crate::model::Client;
 use crate::resource_server::{self, ResourceServer};
 use crate::state::AppState;
@@ -200,7 +203,7 @@ pub fn check(api: &ResourceServer, details: &[Value]) -> Result<(), OAuthError> 
                 )));
             }
         }
-        let validator = compile(schema).map_err(|why| {
+        let validator = compiled(schema).map_err(|why| {
             // Registration compiles every schema; this is a registration made before that.
             tracing::error!(api = %api.identifier, kind = t, error = %why,
                 "an API's authorization_details schema does not compile");
@@ -220,6 +223,15 @@ pub fn check(api: &ResourceServer, details: &[Value]) -> Result<(), OAuthError> 
         }
     }
     Ok(())
+}
+
+/// Schemas compiled so far, by their JSON text: each request checks against the API's schemas,
+/// and compiling one (a meta-schema check, then the validator) costs more than using it.
+static VALIDATORS: LazyLock<Memo<jsonschema::Validator>> = LazyLock::new(|| Memo::new(256));
+
+/// [`compile`], once per distinct schema.
+fn compiled(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+    VALIDATORS.get_or_build(schema.to_string(), || compile(schema).map(Arc::new))
 }
 
 /// A JSON Schema, compiled; no `$ref` outside the schema is fetched (there is no resolver).

@@ -1,5 +1,6 @@
 //! A bounded memo of values that are costly to build from their description and never change
-//! for one description: parsed keys (client JWS verifiers, APIs' JWE encrypters).
+//! for one description: parsed keys (client JWS verifiers, APIs' JWE encrypters) and compiled
+//! JSON Schemas (APIs' authorization_details types).
 //!
 //! Keyed by the description's content, an entry can never outlive what it was built from: a
 //! rotated or edited key is a different key string, and the old entry is simply never asked for
