@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use rusqlite::params;
+
 use super::{Result, Store};
 
 /// Who approved: a user on the consent page, or a client for itself (client_credentials).
@@ -81,25 +83,23 @@ impl Store {
         let a = approval.clone();
         self.writer
             .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO approvals (txn, subject, subject_type, client_id, resource, \
-                         details_sha256, approved_at, second_factor, second_factor_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(a.txn)
-                    .bind(a.subject)
-                    .bind(a.subject_type.as_str())
-                    .bind(a.client_id)
-                    .bind(a.resource)
-                    .bind(a.details_sha256)
-                    .bind(a.approved_at)
-                    .bind(a.second_factor)
-                    .bind(a.second_factor_at)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(())
-                })
+                c.prepare_cached(
+                    "INSERT INTO approvals (txn, subject, subject_type, client_id, resource, \
+                     details_sha256, approved_at, second_factor, second_factor_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )?
+                .execute(params![
+                    a.txn,
+                    a.subject,
+                    a.subject_type.as_str(),
+                    a.client_id,
+                    a.resource,
+                    a.details_sha256,
+                    a.approved_at,
+                    a.second_factor,
+                    a.second_factor_at
+                ])?;
+                Ok(())
             })
             .await
     }

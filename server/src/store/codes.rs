@@ -1,6 +1,7 @@
 //! Authorization codes. Each code starts a grant (`grant_id`): the refresh and access tokens
 //! issued from it carry the same grant_id, so a replayed code can take them all down.
 
+use rusqlite::{OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -79,21 +80,13 @@ impl Store {
         let (grant_id, data) = (issued.grant_id.clone(), serde_json::to_string(data)?);
         self.writer
             .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO authorization_codes \
-                         (code_hash, client_id, grant_id, data, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(code_hash)
-                    .bind(client_id)
-                    .bind(grant_id)
-                    .bind(data)
-                    .bind(expires_at)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(())
-                })
+                c.prepare_cached(
+                    "INSERT INTO authorization_codes \
+                     (code_hash, client_id, grant_id, data, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )?
+                .execute(params![code_hash, client_id, grant_id, data, expires_at])?;
+                Ok(())
             })
             .await?;
         Ok(issued)
@@ -115,18 +108,13 @@ impl Store {
         let won: Option<(String, String)> = self
             .writer
             .write(move |c| {
-                Box::pin(async move {
-                    Ok(sqlx::query_as(
-                        "UPDATE authorization_codes SET used = TRUE \
-                         WHERE code_hash = $1 AND client_id = $2 AND used = FALSE \
-                         AND expires_at > $3 RETURNING grant_id, data",
-                    )
-                    .bind(hash)
-                    .bind(owner)
-                    .bind(now)
-                    .fetch_optional(&mut *c)
-                    .await?)
-                })
+                Ok(c.prepare_cached(
+                    "UPDATE authorization_codes SET used = TRUE \
+                     WHERE code_hash = $1 AND client_id = $2 AND used = FALSE \
+                     AND expires_at > $3 RETURNING grant_id, data",
+                )?
+                .query_row(params![hash, owner, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
             })
             .await?;
         if let Some((grant_id, data)) = won {

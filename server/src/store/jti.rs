@@ -2,15 +2,26 @@
 //! remembered until the assertion expires; [`Store::purge_expired`] forgets it afterwards (the
 //! assertion's own `exp` refuses it from then on).
 
+use rusqlite::params;
+
 use super::{Result, Store};
 
 impl Store {
     /// `true` the first time `(client_id, jti)` is seen, `false` on every replay. Decided by the
     /// primary key (`INSERT … ON CONFLICT DO NOTHING`), so concurrent replays cannot both pass.
-    /// Written in groups with other requests' jtis (see `batch.rs`).
+    /// Written in a group with other requests' writes (see `writer.rs`).
     pub async fn use_jti(&self, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
-        self.batches
-            .use_jti((client_id.to_owned(), jti.to_owned(), expires_at))
+        let (client_id, jti) = (client_id.to_owned(), jti.to_owned());
+        self.writer
+            .write(move |c| {
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![client_id, jti, expires_at])?;
+                Ok(inserted == 1)
+            })
             .await
     }
 }

@@ -13,7 +13,6 @@
 //!   them too), and only TEXT, BIGINT and BOOLEAN columns.
 
 mod approvals;
-mod batch;
 mod clients;
 mod codes;
 mod consents;
@@ -47,6 +46,9 @@ const MIGRATIONS_TABLE: &str = "_strongroom_server_migrations";
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The hot path's writer (see `writer.rs`) talks to SQLite directly.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("cannot migrate the server database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A JSON column that does not parse as the type asked for, or a value that does not
@@ -63,12 +65,12 @@ pub enum StoreError {
     /// The grant was revoked (a replayed code or refresh token): nothing more is issued under it.
     #[error("the grant has been revoked")]
     GrantRevoked,
-    /// The batched writer stopped (the runtime is shutting down).
+    /// The writer thread stopped (the process is shutting down).
     #[error("the database writer has stopped")]
     WriterGone,
-    /// A grouped write failed; every request in the group gets this.
-    #[error("batched write: {0}")]
-    Batch(String),
+    /// A write group failed (every write in the group gets this), or the writer could not start.
+    #[error("grouped write: {0}")]
+    Writer(String),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -153,12 +155,10 @@ pub struct Store {
     pool: SqlitePool,
     /// The group-commit writer of the hot path's writes.
     writer: writer::Writer,
-    /// The grouped writers of the token endpoint's rows (jtis, access-token records).
-    batches: batch::Batches,
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`),
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`; not `sqlite::memory:`, see `from_pool`),
     /// in WAL mode with a busy timeout, and brings the server's schema up to date.
     pub async fn open(url: &str) -> Result<Self> {
         let pool = strongroom_keystore::store::connect(url)
@@ -171,20 +171,24 @@ impl Store {
     }
 
     /// Uses an existing pool (e.g. the one the keystore uses) and migrates the server's tables.
+    /// The database must be a file: the hot path's writer opens a connection of its own to it.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
+        let path = pool.connect_options().get_filename().to_owned();
+        if path.to_string_lossy().starts_with("file:sqlx-in-memory-") {
+            return Err(StoreError::Writer(
+                "the server needs a database file, not an in-memory database \
+                 (its writer and its readers are separate connections)"
+                    .to_owned(),
+            ));
+        }
         let mut migrator = sqlx::migrate!("./migrations");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         migrator.run(&pool).await?;
         // Make the dummy password hash now, so that even the first unknown username costs one
         // argon2 verification, like a known one.
         tokio::task::spawn_blocking(users::dummy_hash).await?;
-        let writer = writer::Writer::start(pool.clone());
-        let batches = batch::Batches::start(writer.clone());
-        Ok(Store {
-            pool,
-            writer,
-            batches,
-        })
+        let writer = writer::Writer::start(&path)?;
+        Ok(Store { pool, writer })
     }
 
     #[cfg(test)]
@@ -326,9 +330,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn in_memory_store_works() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        assert!(store.use_jti("c", "j", 100).await.unwrap());
+    async fn an_in_memory_database_is_refused_with_a_reason() {
+        let e = Store::open("sqlite::memory:").await.unwrap_err();
+        assert!(e.to_string().contains("database file"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! RFC 9126 pushed authorization requests: the parameters a client pushed, under a one-time
 //! `request_uri`.
 
+use rusqlite::{OptionalExtension, params};
+
 use super::{Result, Store, hash_secret, random_id};
 
 /// RFC 9126 §2.2: the request_uri the server returns is this URN plus a random reference.
@@ -20,20 +22,12 @@ impl Store {
         let params = serde_json::to_string(params)?;
         self.writer
             .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO par_requests \
-                         (request_uri_hash, client_id, params, expires_at) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(hash)
-                    .bind(client_id)
-                    .bind(params)
-                    .bind(expires_at)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(())
-                })
+                c.prepare_cached(
+                    "INSERT INTO par_requests (request_uri_hash, client_id, params, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )?
+                .execute(params![hash, client_id, params, expires_at])?;
+                Ok(())
             })
             .await?;
         Ok(request_uri)
@@ -52,18 +46,13 @@ impl Store {
         let params: Option<String> = self
             .writer
             .write(move |c| {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "DELETE FROM par_requests \
-                         WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3 \
-                         RETURNING params",
-                    )
-                    .bind(hash)
-                    .bind(client_id)
-                    .bind(now)
-                    .fetch_optional(&mut *c)
-                    .await?)
-                })
+                Ok(c.prepare_cached(
+                    "DELETE FROM par_requests \
+                     WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3 \
+                     RETURNING params",
+                )?
+                .query_row(params![hash, client_id, now], |r| r.get(0))
+                .optional()?)
             })
             .await?;
         match params {

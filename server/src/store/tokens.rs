@@ -1,6 +1,7 @@
 //! Refresh tokens (opaque, stored hashed, rotated on every use) and access tokens (JWTs, kept by
 //! jti for introspection and revocation). Both carry the grant_id of the code they came from.
 
+use rusqlite::params;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
@@ -92,23 +93,13 @@ impl Store {
         let written = self
             .writer
             .write(move |c| {
-                Box::pin(async move {
-                    Ok(sqlx::query(
-                        "INSERT INTO refresh_tokens \
-                         (token_hash, grant_id, client_id, data, created_at, expires_at) \
-                         SELECT $1, $2, $3, $4, $5, $6 \
-                         WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $2)",
-                    )
-                    .bind(hash)
-                    .bind(grant_id)
-                    .bind(client_id)
-                    .bind(data)
-                    .bind(now)
-                    .bind(expires_at)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected())
-                })
+                Ok(c.prepare_cached(
+                    "INSERT INTO refresh_tokens \
+                     (token_hash, grant_id, client_id, data, created_at, expires_at) \
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $2)",
+                )?
+                .execute(params![hash, grant_id, client_id, data, now, expires_at])?)
             })
             .await?;
         if written == 0 {
@@ -293,19 +284,29 @@ impl Store {
         expires_at: i64,
         keys: AccessTokenKeys<'_>,
     ) -> Result<()> {
+        let (jti, client_id, grant_id) = (
+            jti.to_owned(),
+            client_id.to_owned(),
+            grant_id.map(str::to_owned),
+        );
+        let data = serde_json::to_string(data)?;
+        let resource = keys.resource.map(str::to_owned);
+        let token_hash = keys.opaque_token.map(hash_secret);
         let written = self
-            .batches
-            .insert_access_token(super::batch::AccessTokenRow {
-                jti: jti.to_owned(),
-                client_id: client_id.to_owned(),
-                grant_id: grant_id.map(str::to_owned),
-                data: serde_json::to_string(data)?,
-                expires_at,
-                resource: keys.resource.map(str::to_owned),
-                token_hash: keys.opaque_token.map(hash_secret),
+            .writer
+            .write(move |c| {
+                Ok(c.prepare_cached(
+                    "INSERT INTO access_tokens \
+                     (jti, client_id, grant_id, data, expires_at, resource, token_hash) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7 \
+                     WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $3)",
+                )?
+                .execute(params![
+                    jti, client_id, grant_id, data, expires_at, resource, token_hash
+                ])?)
             })
             .await?;
-        if !written {
+        if written == 0 {
             return Err(StoreError::GrantRevoked);
         }
         Ok(())
@@ -700,5 +701,45 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn grouped_writes_keep_single_use_and_revocation() {
+        let (store, _dir) = temp_store().await;
+        store.revoke_grant("dead").await.unwrap();
+        // 64 tasks at once: many land in one write group. One jti, used by all: one winner;
+        // distinct jtis: all win; tokens under the revoked grant: none written.
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let same = s.use_jti("c", "same", 100).await.unwrap();
+                let own = s.use_jti("c", &format!("j{i}"), 100).await.unwrap();
+                let grant = (i % 2 == 0).then_some("dead");
+                let at = s
+                    .insert_access_token(&format!("at{i}"), "c", grant, &json!({}), 100)
+                    .await;
+                (same, own, at.is_ok() == grant.is_none())
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            let (same, own, as_expected) = t.await.unwrap();
+            winners += usize::from(same);
+            assert!(own);
+            assert!(
+                as_expected,
+                "a token under the revoked grant was written, or another refused"
+            );
+        }
+        assert_eq!(winners, 1);
+        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            live, 32,
+            "only the tokens outside the revoked grant are written"
+        );
     }
 }
