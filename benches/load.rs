@@ -18,7 +18,8 @@
 //! Two placements: `shared` (server and generator on every core, pool_workers = nproc) and
 //! `pinned` (server and its worker processes on CPU 0 with pool_workers = 1, the generator's
 //! threads on CPU 1). Each placement's HSM bound is raw processes (as `bench-hsm` measures them)
-//! on the same token and key, one per core the server has. Then: an open loop at 80% of
+//! on the same token and key, one per core the server has, measured before and after each run's
+//! scenarios: the median of those. Then: an open loop at 80% of
 //! scenario 1's maximum, and an overload burst against a small `hsm.queue_depth`.
 //!
 //! Every client assertion is signed before the measurement that uses it (exp = now + 300 s, a
@@ -475,13 +476,17 @@ impl Bench {
             let kid = issued.kid.clone();
             self.issued.insert(alg, issued);
             for round in 1..=self.s.runs {
-                self.hsm_bound(&inst, alg, &kid, placement, round);
+                // The raw rate before and after each round's scenarios: this VM's speed drifts
+                // within minutes, and one measurement taken in a slow (or fast) moment skewed
+                // every ratio of its placement (pinned ratios over 100% were seen).
+                self.hsm_bound(&inst, alg, &kid, placement, round, "before");
                 for def in defs {
                     self.measure(&rt, &target, &server, def, placement, round);
                     if !server.alive() {
                         return Err(format!("the server died; its log:\n{}", server.log_tail()));
                     }
                 }
+                self.hsm_bound(&inst, alg, &kid, placement, round, "after");
             }
             if alg == "PS256" && placement == Placement::Shared && self.s.wants("80") {
                 self.open_loop_80(&rt, &target, &server);
@@ -546,6 +551,7 @@ impl Bench {
         kid: &str,
         placement: Placement,
         round: usize,
+        when: &str,
     ) {
         let (n, cpus) = placement.hsm_processes(self.s.nproc);
         let conf = inst.softhsm_conf();
@@ -565,8 +571,8 @@ impl Bench {
         match common::raw_processes(&spec, sign_alg, n, self.s.hsm) {
             Ok(r) => {
                 println!(
-                    "  run {round}/{}  raw HSM {alg}, {n} process(es){}: {r:.0} signatures/s \
-                     (loadavg {})",
+                    "  run {round}/{}  raw HSM {alg}, {n} process(es){}, {when} the scenarios: \
+                     {r:.0} signatures/s (loadavg {})",
                     self.s.runs,
                     if placement == Placement::Pinned {
                         " on CPU 0"
