@@ -229,6 +229,13 @@ impl SigningPool {
         self.queue.as_ref().map_or(0, Sender::len)
     }
 
+    /// The queue is full (or closed): a job submitted now would get `Busy` (or `PoolClosed`).
+    /// A hint for shedding load before doing work that leads to a signature; only the
+    /// submission itself decides.
+    pub fn is_full(&self) -> bool {
+        self.queue.as_ref().is_none_or(Sender::is_full)
+    }
+
     fn submit(&self, op: Op) -> Result<()> {
         let queue = self.queue.as_ref().ok_or(Error::PoolClosed)?;
         match queue.try_send(op) {

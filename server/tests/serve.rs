@@ -288,3 +288,129 @@ fn token_requests_beyond_the_admission_limit_get_503_at_once() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// With the signing pool's queue full, /token answers 503 before it authenticates the client:
+/// the refused assertion is not spent (its jti is not recorded) and works once the HSM catches
+/// up. The HSM is made to fall behind for real: its worker processes are stopped (SIGSTOP).
+#[test]
+fn a_full_signing_queue_refuses_token_requests_before_client_authentication() {
+    use std::io::{ErrorKind, Read as _, Write as _};
+    let server = start_with_hsm("", "queue_depth = 1", |_| {});
+    let (client_id, key) = register_client(&server);
+    let aud = format!("https://localhost:{}/token", server.port);
+    let request = |jti: &str| {
+        let body = format!(
+            "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
+            assertion(&client_id, &aud, &key, jti)
+        );
+        format!(
+            "POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Every TLS handshake signs with the server's key in the HSM: connect before stopping it.
+    let mut connector =
+        openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let connector = connector.build();
+    let mut conns: Vec<_> = (0..4)
+        .map(|_| {
+            let tcp = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            connector.connect("localhost", tcp).unwrap()
+        })
+        .collect();
+    let workers = child_processes(server.child.id());
+    assert_eq!(
+        workers.len(),
+        2,
+        "pool_workers = 2 worker processes: {workers:?}"
+    );
+    let stopped = Stopped::new(workers);
+
+    // Two requests occupy the two workers' relay threads, a third fills the queue (depth 1):
+    // none of them can be answered while the workers are stopped.
+    for (i, conn) in conns.iter_mut().take(3).enumerate() {
+        conn.write_all(request(&format!("held-{i}")).as_bytes())
+            .unwrap();
+        conn.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let e = conn
+            .read(&mut byte)
+            .expect_err("answered while the HSM is stopped");
+        assert!(
+            matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "request {i}: {e}"
+        );
+    }
+    // The fourth is refused at once, with the standard error and Retry-After.
+    let refused = request("refused");
+    let conn = &mut conns[3];
+    conn.write_all(refused.as_bytes()).unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert_eq!(error_code(body), "temporarily_unavailable");
+
+    // The HSM resumes: the held requests are served.
+    drop(stopped);
+    for (i, conn) in conns.iter_mut().take(3).enumerate() {
+        conn.get_ref().set_read_timeout(None).unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200"), "request {i}: {raw}");
+    }
+    // The refused assertion was never checked, so never spent: sent again, it is accepted.
+    let (status, _, body) = request_as(server.port, &refused, None);
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["access_token"].is_string(),
+        "{body}"
+    );
+}
+
+/// The child processes of `pid` (every thread's children, from /proc).
+fn child_processes(pid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
+        pids.extend(
+            children
+                .split_whitespace()
+                .map(|p| p.parse::<u32>().unwrap()),
+        );
+    }
+    pids
+}
+
+/// Processes stopped (SIGSTOP) until this is dropped (SIGCONT), so that a failing assertion
+/// leaves no process stopped behind it.
+struct Stopped(Vec<u32>);
+
+impl Stopped {
+    fn new(pids: Vec<u32>) -> Self {
+        let status = Command::new("kill")
+            .arg("-STOP")
+            .args(pids.iter().map(u32::to_string))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Stopped(pids)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .args(self.0.iter().map(u32::to_string))
+            .status();
+    }
+}

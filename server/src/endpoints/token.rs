@@ -23,7 +23,12 @@ use crate::state::AppState;
 use crate::tls_edge::Connection;
 
 pub async fn token(req: ClientRequest, body: Body) -> Response {
-    // Admission control: at capacity, answer 503 now rather than queue for the CPU.
+    // Admission control: at capacity, answer 503 now rather than queue for the CPU. Every grant
+    // ends in a signature: with the signing pool's queue full, the request would authenticate
+    // its client (an assertion verified, its jti committed) only to hear Busy from the pool.
+    if req.state.keystore.pool().is_full() {
+        return OAuthError::busy().into_response();
+    }
     let Ok(_permit) = req.state.token_admission.try_acquire() else {
         return OAuthError::busy().into_response();
     };

@@ -38,6 +38,16 @@ pub fn start() -> Server {
 /// Starts the server; `extra_server_config` goes into the [server] table (`@DIR@` is the
 /// server's directory), and `prepare` may write files there first.
 pub fn start_with(extra_server_config: &str, prepare: impl FnOnce(&std::path::Path)) -> Server {
+    start_with_hsm(extra_server_config, "", prepare)
+}
+
+/// As [`start_with`], with `extra_hsm_config` added to the [hsm] table (which already sets
+/// `pool_workers = 2`).
+pub fn start_with_hsm(
+    extra_server_config: &str,
+    extra_hsm_config: &str,
+    prepare: impl FnOnce(&std::path::Path),
+) -> Server {
     let dir = strongroom_testkit::create_token("serve-test");
     prepare(dir.path());
     let (port, mtls_port) = (free_port(), free_port());
@@ -58,6 +68,7 @@ module = "{module}"
 token_label = "serve-test"
 pin_file = "{pin}"
 pool_workers = 2
+{extra_hsm}
 [keys]
 tls_self_signed_names = ["localhost"]
 "#,
@@ -65,6 +76,7 @@ tls_self_signed_names = ["localhost"]
             module = strongroom_testkit::module_path().display(),
             pin = dir.path().join("user-pin").display(),
             extra = extra_server_config.replace("@DIR@", &dir.path().display().to_string()),
+            extra_hsm = extra_hsm_config,
         ),
     )
     .unwrap();
