@@ -38,6 +38,8 @@
 //!   `STRONGROOM_LOAD_LOW` (8): the overload run's server queue depth, the connections of the
 //!   burst, and those left after it.
 //! - `STRONGROOM_LOAD_OPEN_CONNS` (128): connections of the open loop.
+//! - `STRONGROOM_LOAD_OPEN_MAX`: scenario 1's maximum rate for the open loop (80% of it is
+//!   offered), instead of measuring scenario 1 first (to repeat or profile the open loop alone).
 //! - `STRONGROOM_LOAD_SOAK_SECS` (600), `STRONGROOM_LOAD_SOAK_EVERY` (60): with `--soak`.
 //! - `STRONGROOM_BIN`: the server binary (default target/release/strongroom).
 //!
@@ -112,6 +114,8 @@ struct Settings {
     burst: usize,
     low: usize,
     open_conns: usize,
+    /// Scenario 1's maximum for the open loop, given instead of measured.
+    open_max: Option<f64>,
     nproc: usize,
 }
 
@@ -145,6 +149,9 @@ impl Settings {
             burst: env_usize("STRONGROOM_LOAD_BURST", 512),
             low: env_usize("STRONGROOM_LOAD_LOW", 8),
             open_conns: env_usize("STRONGROOM_LOAD_OPEN_CONNS", 128),
+            open_max: std::env::var("STRONGROOM_LOAD_OPEN_MAX")
+                .ok()
+                .and_then(|v| v.parse().ok()),
             nproc,
         }
     }
@@ -722,12 +729,12 @@ impl Bench {
         target: &Arc<Target>,
         server: &Server,
     ) {
-        let Some(max) = self
-            .rows
-            .iter()
-            .find(|r| r.def.id == "1" && r.placement == Placement::Shared)
-            .and_then(|r| median(&r.samples.iter().map(|s| s.rate).collect::<Vec<_>>()))
-        else {
+        let Some(max) = self.s.open_max.or_else(|| {
+            self.rows
+                .iter()
+                .find(|r| r.def.id == "1" && r.placement == Placement::Shared)
+                .and_then(|r| median(&r.samples.iter().map(|s| s.rate).collect::<Vec<_>>()))
+        }) else {
             println!("  (no scenario 1 rate: the 80% run needs scenario 1)");
             return;
         };
@@ -753,12 +760,16 @@ impl Bench {
             ));
             println!(
                 "  run {run}/{}  80% open loop at {rate:.0}/s: {:.0}/s answered, p50 {:.1} ms, p99 \
-                 {:.1} ms, p99/p50 {:.1}, errors {} (others {:.2} cores)",
+                 {:.1} ms, p99/p50 {:.1}, CPU {:.2}+{:.2} ms/unit (gen {:.2}), errors {} (others \
+                 {:.2} cores)",
                 self.s.runs,
                 sample.rate,
                 sample.pct_ms(0.5),
                 sample.pct_ms(0.99),
                 sample.pct_ms(0.99) / sample.pct_ms(0.5),
+                sample.server_cpu * 1000.0 / sample.ok.max(1) as f64,
+                sample.worker_cpu * 1000.0 / sample.ok.max(1) as f64,
+                sample.gen_cpu_ms_per_unit(),
                 sample.error_count(),
                 sample.other_cores()
             );
