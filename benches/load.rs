@@ -15,12 +15,14 @@
 //! 4. 1 and 3 with ES256 access and ID tokens (`[keys] algorithms`; the TLS key stays RSA).
 //! 5. 1 with a new TLS connection (a full handshake, no resumption) per request.
 //!
-//! Two placements: `shared` (server and generator on every core, pool_workers = nproc) and
+//! Three placements: `shared` (server and generator on every core, pool_workers = nproc),
 //! `pinned` (server and its worker processes on CPU 0 with pool_workers = 1, the generator's
-//! threads on CPU 1). Each placement's HSM bound is raw processes (as `bench-hsm` measures them)
-//! on the same token and key, one per core the server has, measured before and after each run's
-//! scenarios: the median of those. Then: an open loop at 80% of
-//! scenario 1's maximum, and an overload burst against a small `hsm.queue_depth`.
+//! threads on CPU 1) and `offload` (the HSM on a core of its own, as a network HSM signs on its
+//! own hardware: pool_workers = 1, the worker process moved to CPU 1, the server and the
+//! generator on CPU 0). Each placement's HSM bound is raw processes (as `bench-hsm` measures
+//! them) on the same token and key, one per core the server's HSM workers have (offload: CPU 1),
+//! measured before and after each run's scenarios: the median of those. Then: an open loop at
+//! 80% of scenario 1's maximum, and an overload burst against a small `hsm.queue_depth`.
 //!
 //! Every client assertion is signed before the measurement that uses it (exp = now + 300 s, a
 //! unique jti each); a measurement that runs out of them is repeated with more. Nothing but TLS
@@ -32,7 +34,7 @@
 //! - `STRONGROOM_LOAD_RUNS` (3): runs per scenario, interleaved; the table shows medians.
 //! - `STRONGROOM_LOAD_CONNS` (32): connections (or flows) in flight in the closed loops.
 //! - `STRONGROOM_LOAD_SCENARIOS` (`1,2,3,4,5,80,overload`): which to run.
-//! - `STRONGROOM_LOAD_PLACEMENTS` (`shared,pinned`).
+//! - `STRONGROOM_LOAD_PLACEMENTS` (`shared,pinned,offload`).
 //! - `STRONGROOM_LOAD_HSM_SECS` (2): seconds per raw HSM measurement.
 //! - `STRONGROOM_LOAD_QUEUE_DEPTH` (16), `STRONGROOM_LOAD_BURST` (512),
 //!   `STRONGROOM_LOAD_LOW` (8): the overload run's server queue depth, the connections of the
@@ -124,11 +126,14 @@ impl Settings {
         let secs = env_f64("STRONGROOM_LOAD_SECS", 5.0);
         let hsm_secs = env_f64("STRONGROOM_LOAD_HSM_SECS", 2.0);
         let mut placements = Vec::new();
-        for p in env_list("STRONGROOM_LOAD_PLACEMENTS", "shared,pinned") {
+        for p in env_list("STRONGROOM_LOAD_PLACEMENTS", "shared,pinned,offload") {
             match p.as_str() {
                 "shared" => placements.push(Placement::Shared),
                 "pinned" if nproc >= 2 => placements.push(Placement::Pinned),
-                "pinned" => println!("note: one core only; the pinned placement is skipped"),
+                "offload" if nproc >= 2 => placements.push(Placement::Offload),
+                "pinned" | "offload" => {
+                    println!("note: one core only; the {p} placement is skipped")
+                }
                 other => println!("note: unknown placement {other:?} ignored"),
             }
         }
@@ -165,6 +170,9 @@ impl Settings {
 pub enum Placement {
     Shared,
     Pinned,
+    /// The HSM on a core of its own, as a network HSM signs on hardware of its own: the
+    /// server's one worker process on CPU 1, the server and the generator on CPU 0.
+    Offload,
 }
 
 impl Placement {
@@ -172,6 +180,25 @@ impl Placement {
         match self {
             Placement::Shared => "shared",
             Placement::Pinned => "pinned",
+            Placement::Offload => "offload",
+        }
+    }
+
+    /// Where everything runs, for the log.
+    fn describe(self) -> &'static str {
+        match self {
+            Placement::Shared => "unpinned; generator unpinned",
+            Placement::Pinned => "server and its worker on CPU 0; generator on CPU 1",
+            Placement::Offload => "server on CPU 0, its worker moved to CPU 1; generator on CPU 0",
+        }
+    }
+
+    /// Where the server's HSM worker processes are moved once they run (`None`: left with
+    /// the server).
+    fn worker_cpus(self) -> Option<&'static str> {
+        match self {
+            Placement::Offload => Some("1"),
+            Placement::Shared | Placement::Pinned => None,
         }
     }
 
@@ -182,7 +209,7 @@ impl Placement {
                 queue_depth,
                 cpus: None,
             },
-            Placement::Pinned => ServerOptions {
+            Placement::Pinned | Placement::Offload => ServerOptions {
                 pool_workers: 1,
                 queue_depth,
                 cpus: Some("0".into()),
@@ -195,6 +222,7 @@ impl Placement {
         match self {
             Placement::Shared => (0..nproc).collect(),
             Placement::Pinned => vec![1],
+            Placement::Offload => vec![0],
         }
     }
 
@@ -203,6 +231,7 @@ impl Placement {
         match self {
             Placement::Shared => (nproc, Vec::new()),
             Placement::Pinned => (1, vec![0]),
+            Placement::Offload => (1, vec![1]),
         }
     }
 }
@@ -318,7 +347,7 @@ fn runtime(placement: Placement, nproc: usize) -> tokio::runtime::Runtime {
     let cpus = placement.generator_cpus(nproc);
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all().worker_threads(cpus.len().max(1));
-    if placement == Placement::Pinned {
+    if placement != Placement::Shared {
         b.on_thread_start(move || {
             if let Err(e) = pin_current_thread(&cpus) {
                 eprintln!("warning: {e}");
@@ -436,16 +465,17 @@ impl Bench {
         for placement in placements {
             let options = placement.server_options(self.s.nproc, 0);
             println!(
-                "\n--- placement {}: server pool_workers = {}{} ---",
+                "\n--- placement {}: server pool_workers = {}, {} ---",
                 placement.label(),
                 options.pool_workers,
-                options
-                    .cpus
-                    .as_ref()
-                    .map(|c| format!(", taskset -c {c}; generator on CPU 1"))
-                    .unwrap_or_else(|| ", unpinned; generator unpinned".into())
+                placement.describe()
             );
             let mut server = Server::start(&inst, options)?;
+            if let Some(cpus) = placement.worker_cpus() {
+                for pid in server.workers() {
+                    server::move_process(pid, cpus)?;
+                }
+            }
             if clients.is_none() {
                 clients = Some(scenarios::register(&inst, &self.key, &self.mtls)?);
             }
@@ -581,10 +611,11 @@ impl Bench {
                     "  run {round}/{}  raw HSM {alg}, {n} process(es){}, {when} the scenarios: \
                      {r:.0} signatures/s (loadavg {})",
                     self.s.runs,
-                    if placement == Placement::Pinned {
-                        " on CPU 0"
-                    } else {
-                        ""
+                    match placement {
+                        Placement::Shared => String::new(),
+                        Placement::Pinned | Placement::Offload => {
+                            format!(" on CPU {}", spec.cpus.first().copied().unwrap_or(0))
+                        }
                     },
                     loadavg()
                 );

@@ -393,6 +393,22 @@ pub fn own_cpu_seconds() -> f64 {
 }
 
 /// `Cpus_allowed_list` of `pid`.
+/// Moves every thread of process `pid` to `cpus` (a taskset list).
+pub fn move_process(pid: u32, cpus: &str) -> Result<(), String> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset -a -p -c {cpus} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 pub fn cpus_allowed(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
