@@ -349,6 +349,11 @@ fn a_full_signing_queue_refuses_token_requests_before_client_authentication() {
     let refused = request("refused");
     let conn = &mut conns[3];
     conn.write_all(refused.as_bytes()).unwrap();
+    // A bound, so that a request let through (the defect this test is for) fails the test
+    // rather than waiting for the stopped HSM for ever.
+    conn.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut raw = String::new();
     conn.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
