@@ -392,7 +392,6 @@ pub fn own_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
-/// `Cpus_allowed_list` of `pid`.
 /// Moves every thread of process `pid` to `cpus` (a taskset list).
 pub fn move_process(pid: u32, cpus: &str) -> Result<(), String> {
     let out = Command::new("taskset")
@@ -409,6 +408,7 @@ pub fn move_process(pid: u32, cpus: &str) -> Result<(), String> {
     }
 }
 
+/// `Cpus_allowed_list` of `pid`.
 pub fn cpus_allowed(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
