@@ -124,3 +124,57 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Server-made identifiers are base64url and may begin with '-' (one client_id in 64 did,
+    /// and `approvals list --client-id` refused it as an unknown option).
+    #[test]
+    fn identifiers_beginning_with_a_hyphen_are_values() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("strongroom").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .command
+        };
+        match parse(&[
+            "approvals",
+            "list",
+            "--client-id",
+            "-X4T",
+            "--subject",
+            "-u1",
+        ]) {
+            Command::Approvals {
+                command:
+                    cli::approvals::ApprovalsCommand::List {
+                        client_id, subject, ..
+                    },
+            } => {
+                assert_eq!(client_id.as_deref(), Some("-X4T"));
+                assert_eq!(subject.as_deref(), Some("-u1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["approvals", "show", "-txn"]) {
+            Command::Approvals {
+                command: cli::approvals::ApprovalsCommand::Show { txn },
+            } => assert_eq!(txn, "-txn"),
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "clients",
+            "set-compliance-level",
+            "--client-id",
+            "-c",
+            "--level",
+            "none",
+        ]) {
+            Command::Clients {
+                command: cli::clients::ClientsCommand::SetComplianceLevel { client_id, .. },
+            } => assert_eq!(client_id, "-c"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -5,20 +5,23 @@
 
 use crate::config::Config;
 
+// Identifiers the server makes (client ids, user ids, txns) are base64url: one in 64 begins
+// with '-', which clap would otherwise take for an option (`allow_hyphen_values`).
 #[derive(Debug, clap::Subcommand)]
 pub enum ApprovalsCommand {
     /// One approval, as JSON.
     Show {
         /// The transaction reference (the access token's `txn` claim).
+        #[arg(allow_hyphen_values = true)]
         txn: String,
     },
     /// The latest approvals, newest first, as a JSON array.
     List {
         /// Only this client's.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         client_id: Option<String>,
         /// Only this subject's (a user's id, or a client's for client_credentials).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         subject: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]

@@ -19,7 +19,8 @@ pub enum ClientsCommand {
     List,
     /// Sets (or with `none` clears) a registered client's compliance level; prints the client.
     SetComplianceLevel {
-        #[arg(long)]
+        // A client_id is base64url: it may begin with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         client_id: String,
         #[arg(long, value_parser = parse_level)]
         level: Level,
