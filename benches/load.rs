@@ -79,12 +79,16 @@ use report::{OpenLoopRow, Row};
 use scenarios::{Clients, Issued, Kind, Supply, Target};
 use server::{Instance, Server, ServerOptions};
 
-fn env_f64(name: &str, default: f64) -> f64 {
+/// A positive, finite number from the environment; `None` if unset or anything else.
+fn env_f64_opt(name: &str) -> Option<f64> {
     std::env::var(name)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v > 0.0)
-        .unwrap_or(default)
+}
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    env_f64_opt(name).unwrap_or(default)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -154,9 +158,7 @@ impl Settings {
             burst: env_usize("STRONGROOM_LOAD_BURST", 512),
             low: env_usize("STRONGROOM_LOAD_LOW", 8),
             open_conns: env_usize("STRONGROOM_LOAD_OPEN_CONNS", 128),
-            open_max: std::env::var("STRONGROOM_LOAD_OPEN_MAX")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            open_max: env_f64_opt("STRONGROOM_LOAD_OPEN_MAX"),
             nproc,
         }
     }

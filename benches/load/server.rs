@@ -286,7 +286,7 @@ algorithms = {{ access_token = "{alg}", id_token = "{alg}" }}
 
     /// The HSM worker processes: the server's children.
     pub fn workers(&self) -> Vec<u32> {
-        children(self.pid)
+        strongroom_testkit::child_processes(self.pid)
     }
 
     /// CPU time so far, in seconds: (server, workers).
@@ -329,22 +329,6 @@ fn send_signal(pid: u32, signal: i32) {
             libc::kill(pid, signal);
         }
     }
-}
-
-/// The children of `pid`, from /proc/PID/task/*/children.
-pub fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        if let Ok(s) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 fn clock_ticks() -> f64 {

@@ -320,7 +320,7 @@ fn a_full_signing_queue_refuses_token_requests_before_client_authentication() {
             connector.connect("localhost", tcp).unwrap()
         })
         .collect();
-    let workers = child_processes(server.child.id());
+    let workers = strongroom_testkit::child_processes(server.child.id());
     assert_eq!(
         workers.len(),
         2,
@@ -379,20 +379,6 @@ fn a_full_signing_queue_refuses_token_requests_before_client_authentication() {
         serde_json::from_str::<Value>(&body).unwrap()["access_token"].is_string(),
         "{body}"
     );
-}
-
-/// The child processes of `pid` (every thread's children, from /proc).
-fn child_processes(pid: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
-        pids.extend(
-            children
-                .split_whitespace()
-                .map(|p| p.parse::<u32>().unwrap()),
-        );
-    }
-    pids
 }
 
 /// Processes stopped (SIGSTOP) until this is dropped (SIGCONT), so that a failing assertion
