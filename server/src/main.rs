@@ -23,6 +23,7 @@ mod model;
 mod pages;
 mod policy;
 mod proxy_cert;
+mod recent_jtis;
 mod request_object;
 mod resource_server;
 mod state;

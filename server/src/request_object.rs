@@ -529,6 +529,7 @@ mod tests {
             },
             clients: Default::default(),
             token_admission: tokio::sync::Semaphore::new(1),
+            recent_jtis: Default::default(),
             clock_skew: SKEW,
         };
         Server {

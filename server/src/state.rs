@@ -25,6 +25,8 @@ pub struct AppState {
     pub clients: crate::client_cache::ClientCache,
     /// Admission control of /token: one permit per request being served.
     pub token_admission: tokio::sync::Semaphore,
+    /// Client-assertion jtis seen lately: replays refused before any work.
+    pub recent_jtis: crate::recent_jtis::RecentJtis,
     pub clock_skew: i64,
 }
 

@@ -75,7 +75,7 @@ fn serves_jwks_and_discovery_over_tls_on_both_listeners_and_stops_cleanly() {
 
 #[test]
 fn client_credentials_with_private_key_jwt_and_the_errors_around_it() {
-    let server = start();
+    let mut server = start();
     let (client_id, key) = register_client(&server);
     let issuer = format!("https://localhost:{}", server.port);
     let form = |a: &str, extra: &str| {
@@ -122,6 +122,39 @@ fn client_credentials_with_private_key_jwt_and_the_errors_around_it() {
     assert!(headers.contains("www-authenticate"), "{headers}");
     assert_eq!(error_code(&body), "invalid_client");
 
+    // The same after a restart, when only the database remembers the assertions: at /token,
+    // and at /revoke, whose replay must not revoke anything.
+    // (aud: the issuer, which both endpoints accept, so the replay is refused for being one.)
+    let auth = |a: &str| {
+        format!(
+            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a}&token={token}"
+        )
+    };
+    let i1 = assertion(&client_id, &issuer, &key, "jti-introspect-1");
+    let (status, _, body) = post_form(server.port, "/introspect", &auth(&i1));
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["active"],
+        true
+    );
+    server.restart();
+    let (status, _, body) = post_form(server.port, "/token", &form(&a1, ""));
+    assert!(status.contains("401"), "{status} {body}");
+    assert_eq!(error_code(&body), "invalid_client");
+    let (status, _, body) = post_form(server.port, "/revoke", &auth(&i1));
+    assert!(status.contains("401"), "{status} {body}");
+    assert_eq!(error_code(&body), "invalid_client");
+    let i2 = assertion(&client_id, &issuer, &key, "jti-introspect-2");
+    let (_, _, body) = post_form(server.port, "/introspect", &auth(&i2));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["active"],
+        true,
+        "a replayed assertion revoked the token: {body}"
+    );
+    let r1 = assertion(&client_id, &issuer, &key, "jti-revoke-1");
+    let (status, _, body) = post_form(server.port, "/revoke", &auth(&r1));
+    assert!(status.contains("200"), "{status} {body}");
+
     // alg none, wrong audience, unknown client, scope not allowed, unsupported grant.
     let none = {
         use base64::Engine as _;
@@ -152,6 +185,11 @@ fn client_credentials_with_private_key_jwt_and_the_errors_around_it() {
     let (status, _, body) = post_form(server.port, "/token", &form(&a4, "&scope=admin"));
     assert!(status.contains("400"));
     assert_eq!(error_code(&body), "invalid_scope");
+    // A refused request does not spend its assertion: corrected, it is served, and only once.
+    let (status, _, body) = post_form(server.port, "/token", &form(&a4, "&scope=accounts"));
+    assert!(status.contains("200"), "{status} {body}");
+    let (status, _, body) = post_form(server.port, "/token", &form(&a4, "&scope=accounts"));
+    assert!(status.contains("401"), "{status} {body}");
     let a5 = assertion(&client_id, &issuer, &key, "jti-5");
     let body = format!(
         "grant_type=password&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a5}"

@@ -93,6 +93,7 @@ async fn serve(config: &Config) -> Result<(), String> {
         token_admission: tokio::sync::Semaphore::new(
             config.server.max_concurrent_token_requests.max(1),
         ),
+        recent_jtis: Default::default(),
         clock_skew: config.keys.clock_skew_seconds,
     });
     let purge = spawn_purge(

@@ -20,6 +20,7 @@ use crate::grants;
 use crate::model::Client;
 use crate::policy::{ClientAuth, Policy};
 use crate::state::AppState;
+use crate::store::{JtiRecord, take_unspent_jti, with_unspent_jti};
 use crate::tls_edge::Connection;
 
 pub async fn token(req: ClientRequest, body: Body) -> Response {
@@ -105,15 +106,55 @@ impl ClientRequest {
         form_endpoint(headers, body, async |form| {
             let (client, authenticated) =
                 authenticate_client(state, conn, headers, &form, endpoint).await?;
-            handle(state, &client, &authenticated, &form).await
+            let jti = authenticated.assertion.as_ref().map(|a| JtiRecord {
+                client_id: client.client_id.clone(),
+                jti: a.jti.clone(),
+                expires_at: a.exp + state.clock_skew,
+            });
+            once_per_assertion(state, jti, handle(state, &client, &authenticated, &form)).await
         })
         .await
     }
 }
 
+/// Runs a client-authenticated request's `handler` so that its assertion (`jti`, for
+/// private_key_jwt) is used once: a replay of one this instance saw lately is refused before any
+/// work ([`crate::recent_jtis`]); otherwise the jti is recorded by the handler's first write, in
+/// the same transaction, so a replay the database catches changes nothing (store `jti.rs`), and a
+/// handler that wrote nothing has it recorded here, before its answer leaves.
+async fn once_per_assertion(
+    state: &AppState,
+    jti: Option<JtiRecord>,
+    handler: impl Future<Output = Result<Response, OAuthError>>,
+) -> Result<Response, OAuthError> {
+    if jti.as_ref().is_some_and(|j| !state.recent_jtis.claim(j)) {
+        return Err(OAuthError::invalid_client(
+            "this client assertion has been used before",
+        ));
+    }
+    with_unspent_jti(jti, async {
+        let outcome = match handler.await {
+            Ok(response) => match state.store.spend_unspent_jti().await {
+                Ok(()) => Ok(response),
+                Err(e) => Err(OAuthError::from(e)),
+            },
+            Err(e) => Err(e),
+        };
+        // Ended without recording the jti: the client may send this assertion again.
+        if outcome.is_err() {
+            if let Some(unused) = take_unspent_jti() {
+                state.recent_jtis.release(&unused);
+            }
+        }
+        outcome
+    })
+    .await
+}
+
 /// Finds the client (by `client_id`, or by the assertion's unverified `iss`), authenticates it
 /// by the method its registration and compliance level allow, checks the level's `x-fapi-*`
-/// headers, and records the assertion's `jti` so it can never be used again.
+/// headers. The assertion's `jti` is recorded later, with the request's first write (see
+/// [`ClientRequest::serve`]).
 async fn authenticate_client(
     state: &AppState,
     conn: &Connection,
@@ -189,17 +230,6 @@ async fn authenticate_client(
         jwks_source: state.jwks_source.as_deref(),
     };
     let authenticated = client_auth::authenticate(&client, &credentials, &policy).await?;
-    if let Some(a) = &authenticated.assertion {
-        if !state
-            .store
-            .use_jti(&client.client_id, &a.jti, a.exp + state.clock_skew)
-            .await?
-        {
-            return Err(OAuthError::invalid_client(
-                "this client assertion has been used before",
-            ));
-        }
-    }
     Ok((client, authenticated))
 }
 

@@ -35,6 +35,7 @@ use crate::error::OAuthError;
 pub use approvals::{Approval, SubjectType};
 pub use codes::AuthorizationGrant;
 pub use interactions::{Interaction, SignedIn};
+pub use jti::{JtiRecord, take_unspent_jti, with_unspent_jti};
 pub use tokens::{AccessTokenKeys, RotatedRefreshToken};
 
 /// The bookkeeping table of the server's migrations (the keystore keeps its own in the same
@@ -65,6 +66,10 @@ pub enum StoreError {
     /// The grant was revoked (a replayed code or refresh token): nothing more is issued under it.
     #[error("the grant has been revoked")]
     GrantRevoked,
+    /// The client assertion the request authenticated with was used before (see `jti.rs`): the
+    /// write that was to record its jti did nothing.
+    #[error("this client assertion has been used before")]
+    AssertionReplayed,
     /// The writer thread stopped (the process is shutting down).
     #[error("the database writer has stopped")]
     WriterGone,
@@ -113,8 +118,14 @@ impl From<serde_json::Error> for RedeemError {
 /// Store failures are the server's fault: logged, not shown.
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
-        if let StoreError::GrantRevoked = e {
-            return OAuthError::invalid_grant("the grant has been revoked");
+        match e {
+            StoreError::GrantRevoked => {
+                return OAuthError::invalid_grant("the grant has been revoked");
+            }
+            StoreError::AssertionReplayed => {
+                return OAuthError::invalid_client("this client assertion has been used before");
+            }
+            _ => {}
         }
         tracing::error!(error = %e, "store failure");
         OAuthError::server_error("the server could not complete the request")

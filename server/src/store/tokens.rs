@@ -124,6 +124,7 @@ impl Store {
         expires_at: i64,
     ) -> Result<RotatedRefreshToken<T>, RedeemError> {
         let token_hash = hash_secret(token);
+        self.spend_unspent_jti().await?;
         let mut tx = self.pool.begin().await?;
         let won = sqlx::query(
             "UPDATE refresh_tokens SET revoked = TRUE \
@@ -217,6 +218,7 @@ impl Store {
     /// Revokes everything issued under a grant (refresh tokens, access tokens, codes not yet
     /// redeemed), in one transaction. Counts only rows not already revoked.
     pub async fn revoke_grant(&self, grant_id: &str) -> Result<RevokedCounts> {
+        self.spend_unspent_jti().await?;
         let mut tx = self.pool.begin().await?;
         // First, so that nothing of this grant can be written from now on.
         sqlx::query("INSERT INTO revoked_grants (grant_id) VALUES ($1) ON CONFLICT DO NOTHING")
@@ -354,6 +356,7 @@ impl Store {
 
     /// Revokes one access token; `true` if it exists (revoked now or before).
     pub async fn revoke_access_token(&self, jti: &str) -> Result<bool> {
+        self.spend_unspent_jti().await?;
         let done = sqlx::query("UPDATE access_tokens SET revoked = TRUE WHERE jti = $1")
             .bind(jti)
             .execute(&self.pool)

@@ -23,6 +23,9 @@
 //! after the commit: if the commit fails, every caller in the group gets that error, nothing of
 //! the group is kept, and the next group starts on a new connection. Nothing waits for a timer:
 //! alone, a write is one transaction.
+//!
+//! A write made while a client-authenticated request's assertion jti is not yet recorded
+//! records it first, in its own savepoint: a replay refuses the write whole (`jti.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,7 +33,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Result, StoreError};
+use super::{Result, StoreError, jti};
 
 /// Writes per transaction at most.
 const MAX_GROUP: usize = 256;
@@ -77,9 +80,18 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
+        // The request's client-assertion jti, if no write has recorded it yet: this one does, or
+        // is refused whole (`jti.rs`).
+        let jti = jti::take_unspent_jti();
+        let carried = jti.clone();
         let (reply, answer) = oneshot::channel::<Result<R>>();
         let job: Job = Box::new(move |conn| {
-            let outcome = in_savepoint(conn, op);
+            let outcome = in_savepoint(conn, |c| {
+                if let Some(jti) = &carried {
+                    jti::record(c, jti)?;
+                }
+                op(c)
+            });
             Box::new(move |failed_commit: Option<&str>| {
                 let _ = reply.send(match failed_commit {
                     None => outcome,
@@ -87,14 +99,22 @@ impl Writer {
                 });
             })
         });
-        self.queue
-            .send(job)
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        // Dropped without an answer: the group could not start (the writer logged why).
-        answer.await.map_err(|_| {
-            StoreError::Writer("the write group could not start a transaction".to_owned())
-        })?
+        let outcome = match self.queue.send(job).await {
+            Err(_) => Err(StoreError::WriterGone),
+            // Dropped without an answer: the group could not start (the writer logged why).
+            Ok(()) => answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Writer(
+                    "the write group could not start a transaction".to_owned(),
+                ))
+            }),
+        };
+        // A failed write kept nothing, the jti included: it waits for the request's next write.
+        if let (Err(e), Some(jti)) = (&outcome, jti) {
+            if !matches!(e, StoreError::AssertionReplayed) {
+                jti::restore_unspent(jti);
+            }
+        }
+        outcome
     }
 }
 
