@@ -19,9 +19,10 @@ use sha2::{Digest, Sha256};
 
 use crate::store::JtiRecord;
 
-/// jtis remembered; beyond, the oldest is forgotten. ~40 bytes each: 2.5 MiB in all, half a
-/// minute of client_credentials at this machine's full rate.
-pub const CAPACITY: usize = 65_536;
+/// jtis remembered; beyond, the oldest is forgotten. ~120 bytes each with the maps' slack, 2 MiB
+/// in all: ~8 s of client_credentials at this machine's full rate, and a replay the database
+/// catches is remembered again.
+pub const CAPACITY: usize = 16_384;
 
 type Key = [u8; 32];
 
@@ -55,17 +56,18 @@ impl RecentJtis {
         if inner.claimed.contains_key(&k) {
             return false;
         }
-        let n = inner.next;
-        inner.next += 1;
-        inner.claimed.insert(k, n);
-        inner.order.push_back((k, n));
-        while inner.order.len() > CAPACITY {
+        // Room first, so neither map ever grows past CAPACITY (each would double its memory).
+        while inner.order.len() >= CAPACITY {
             if let Some((old, m)) = inner.order.pop_front() {
                 if inner.claimed.get(&old) == Some(&m) {
                     inner.claimed.remove(&old);
                 }
             }
         }
+        let n = inner.next;
+        inner.next += 1;
+        inner.claimed.insert(k, n);
+        inner.order.push_back((k, n));
         true
     }
 
@@ -127,5 +129,10 @@ mod tests {
         assert!(!recent.claim(&jti("c", "one more")));
         let inner = recent.lock();
         assert!(inner.order.len() <= CAPACITY && inner.claimed.len() <= CAPACITY);
+        assert!(
+            inner.order.capacity() < 2 * CAPACITY,
+            "{}",
+            inner.order.capacity()
+        );
     }
 }
