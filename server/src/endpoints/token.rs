@@ -20,7 +20,7 @@ use crate::grants;
 use crate::model::Client;
 use crate::policy::{ClientAuth, Policy};
 use crate::state::AppState;
-use crate::store::{JtiRecord, take_unspent_jti, with_unspent_jti};
+use crate::store::{JtiRecord, StoreError, take_unspent_jti, with_unspent_jti};
 use crate::tls_edge::Connection;
 
 pub async fn token(req: ClientRequest, body: Body) -> Response {
@@ -122,23 +122,22 @@ impl ClientRequest {
 /// work ([`crate::recent_jtis`]); otherwise the jti is recorded by the handler's first write, in
 /// the same transaction, so a replay the database catches changes nothing (store `jti.rs`), and a
 /// handler that wrote nothing has it recorded here, before its answer leaves.
+///
+/// A request refused for what it asked is refused with its assertion spent, as if the jti had
+/// been recorded first. Only a 503 (the server could not take the request) leaves it unspent, so
+/// the client may send the same assertion again.
 async fn once_per_assertion(
     state: &AppState,
     jti: Option<JtiRecord>,
     handler: impl Future<Output = Result<Response, OAuthError>>,
 ) -> Result<Response, OAuthError> {
     if jti.as_ref().is_some_and(|j| !state.recent_jtis.claim(j)) {
-        return Err(OAuthError::invalid_client(
-            "this client assertion has been used before",
-        ));
+        return Err(replayed());
     }
     with_unspent_jti(jti, async {
         let outcome = match handler.await {
-            Ok(response) => match state.store.spend_unspent_jti().await {
-                Ok(()) => Ok(response),
-                Err(e) => Err(OAuthError::from(e)),
-            },
-            Err(e) => Err(e),
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => Err(e),
+            outcome => spend_assertion(state, outcome).await,
         };
         // Ended without recording the jti: the client may send this assertion again.
         if outcome.is_err() {
@@ -149,6 +148,29 @@ async fn once_per_assertion(
         outcome
     })
     .await
+}
+
+/// Records the request's jti if no write has, and says what the client hears: `outcome`, unless
+/// the jti turns out to be a replay.
+async fn spend_assertion(
+    state: &AppState,
+    outcome: Result<Response, OAuthError>,
+) -> Result<Response, OAuthError> {
+    match (state.store.spend_unspent_jti().await, outcome) {
+        (Ok(()), outcome) => outcome,
+        // A replay after all: that is the answer, whatever else was wrong.
+        (Err(StoreError::AssertionReplayed), _) => Err(replayed()),
+        (Err(e), Ok(_)) => Err(OAuthError::from(e)),
+        // The refusal says more than a failure to record the jti.
+        (Err(e), Err(refused)) => {
+            tracing::error!(error = %e, "a refused request's assertion could not be recorded");
+            Err(refused)
+        }
+    }
+}
+
+fn replayed() -> OAuthError {
+    OAuthError::invalid_client("this client assertion has been used before")
 }
 
 /// Finds the client (by `client_id`, or by the assertion's unverified `iss`), authenticates it
