@@ -8,9 +8,9 @@
 //! concurrent or not, is refused at once. What this set misses (an assertion older than that, or
 //! first used on another instance) the database still refuses.
 //!
-//! A jti is claimed when its client authenticates, and released again if the request ends
-//! without recording it (refused, or 503 Busy): the client may then send the same assertion
-//! again, as it could before.
+//! A jti is claimed when its client authenticates, and released again only if the request ends
+//! without recording it (a 503, or a failure to record it): the client may then send the same
+//! assertion again. A request refused for what it asked records its jti, and keeps the claim.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

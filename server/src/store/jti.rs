@@ -9,7 +9,8 @@
 //! handler's first write through the writer (`writer.rs` takes it from here), before any write
 //! through the pool ([`Store::spend_unspent_jti`], called first by the pool writes those
 //! endpoints make: refresh-token rotation, grant and access-token revocation), and, if the handler
-//! wrote nothing, by the endpoint before its answer leaves. A replay therefore changes nothing:
+//! wrote nothing or refused the request, by the endpoint before its answer leaves (a 503 alone
+//! leaves it unrecorded, for the client to resend). A replay therefore changes nothing:
 //! the write that carries the jti is refused whole ([`StoreError::AssertionReplayed`]), and no
 //! answer is sent before the jti is recorded.
 //!
