@@ -22,7 +22,9 @@
 //! generator on CPU 0). Each placement's HSM bound is raw processes (as `bench-hsm` measures
 //! them) on the same token and key, one per core the server's HSM workers have (offload: CPU 1),
 //! measured before and after each run's scenarios: the median of those. Then: an open loop at
-//! 80% of scenario 1's maximum, and an overload burst against a small `hsm.queue_depth`.
+//! 80% of scenario 1's maximum (measured again by a short closed loop right before each run, as
+//! the machine's speed drifts between minutes), and an overload burst against a small
+//! `hsm.queue_depth`.
 //!
 //! Every client assertion is signed before the measurement that uses it (exp = now + 300 s, a
 //! unique jti each); a measurement that runs out of them is repeated with more. Nothing but TLS
@@ -41,7 +43,8 @@
 //!   burst, and those left after it.
 //! - `STRONGROOM_LOAD_OPEN_CONNS` (128): connections of the open loop.
 //! - `STRONGROOM_LOAD_OPEN_MAX`: scenario 1's maximum rate for the open loop (80% of it is
-//!   offered), instead of measuring scenario 1 first (to repeat or profile the open loop alone).
+//!   offered), instead of measuring scenario 1 first and again before each run (to repeat or
+//!   profile the open loop alone at a fixed rate).
 //! - `STRONGROOM_LOAD_SOAK_SECS` (600), `STRONGROOM_LOAD_SOAK_EVERY` (60): with `--soak`.
 //! - `STRONGROOM_BIN`: the server binary (default target/release/strongroom).
 //!
@@ -755,14 +758,18 @@ impl Bench {
         }
     }
 
-    /// An open loop at 80% of scenario 1's median rate (shared placement).
+    /// An open loop at 80% of scenario 1's maximum (shared placement). The maximum is measured
+    /// again right before each run (a short closed loop of scenario 1), because this VM's speed
+    /// drifts by ±10% between minutes: 80% of a median taken minutes earlier was 88–97% of the
+    /// machine in a slow minute, and the tail then showed the drift, not the server.
+    /// `STRONGROOM_LOAD_OPEN_MAX` fixes the maximum instead.
     fn open_loop_80(
         &mut self,
         rt: &tokio::runtime::Runtime,
         target: &Arc<Target>,
         server: &Server,
     ) {
-        let Some(max) = self.s.open_max.or_else(|| {
+        let Some(median_max) = self.s.open_max.or_else(|| {
             self.rows
                 .iter()
                 .find(|r| r.def.id == "1" && r.placement == Placement::Shared)
@@ -771,9 +778,11 @@ impl Bench {
             println!("  (no scenario 1 rate: the 80% run needs scenario 1)");
             return;
         };
-        let rate = 0.8 * max;
+        let secs = (self.s.t.warm + self.s.t.window).as_secs_f64();
         for run in 1..=self.s.runs {
-            let n = ((self.s.t.warm + self.s.t.window).as_secs_f64() * rate) as usize + 16;
+            // Signed first, with room for a faster minute, so that nothing runs between the
+            // calibration and the run it calibrates.
+            let n = (secs * 0.8 * median_max * 1.3) as usize + 16;
             let bodies = match target.supply(Kind::CcJwt, n, self.s.nproc) {
                 Ok(Supply::Bodies(b)) => Arc::new(b),
                 Ok(_) => return,
@@ -783,6 +792,18 @@ impl Bench {
                     return;
                 }
             };
+            let max = match self.s.open_max {
+                Some(m) => m,
+                None => match self.calibrate(rt, target, server, median_max) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.setup_errors
+                            .push(format!("the 80% run's calibration: {e}"));
+                        return;
+                    }
+                },
+            };
+            let rate = (0.8 * max).min((n - 16) as f64 / secs);
             let sample = rt.block_on(scenarios::open_loop(
                 target.clone(),
                 bodies,
@@ -814,9 +835,55 @@ impl Bench {
             }
             self.open_loop.push(OpenLoopRow {
                 offered: rate,
+                max,
                 sample,
             });
         }
+    }
+
+    /// Scenario 1's maximum right now: a closed loop of a fifth of the window (at least 3 s,
+    /// after a 1 s warm-up), shared placement.
+    fn calibrate(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        target: &Arc<Target>,
+        server: &Server,
+        median_max: f64,
+    ) -> Result<f64, String> {
+        let t = Timing {
+            warm: Duration::from_secs(1),
+            window: (self.s.t.window / 5).max(Duration::from_secs(3)),
+        };
+        let units =
+            ((t.warm + t.window).as_secs_f64() * median_max * 1.5) as usize + self.s.conns * 4;
+        let supply = Arc::new(target.supply(Kind::CcJwt, units, self.s.nproc)?);
+        let sample = on_generator_cores(Placement::Shared, self.s.nproc, || {
+            rt.block_on(scenarios::closed_loop(
+                target.clone(),
+                Kind::CcJwt,
+                supply,
+                self.s.conns,
+                t,
+                server,
+            ))
+        });
+        if sample.starved || sample.error_count() > 0 || sample.ok == 0 {
+            return Err(format!(
+                "{} tokens/s, {} errors{}",
+                sample.rate,
+                sample.error_count(),
+                if sample.starved {
+                    ", ran out of assertions"
+                } else {
+                    ""
+                }
+            ));
+        }
+        println!(
+            "  calibration: scenario 1 at {:.0} tokens/s just now (its median above: {median_max:.0}/s)",
+            sample.rate
+        );
+        Ok(sample.rate)
     }
 }
 
