@@ -108,6 +108,11 @@ pub struct AuthorizationRequest {
     /// the API). A request with them always shows the consent page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<Vec<serde_json::Value>>,
+    /// The pushed request this came from (its handle, see `Store::find_par`), set by the
+    /// authorization endpoint, never by a client's parameters: the request_uri is spent by the
+    /// write that issues the code, not by visiting the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -326,6 +331,7 @@ pub fn validate(
         login_hint,
         resource,
         authorization_details,
+        pushed: None,
     })
 }
 

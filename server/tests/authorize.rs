@@ -537,12 +537,16 @@ fn pushed_request_login_consent_and_code_with_the_errors_around_them() {
     let csrf = login.csrf();
     assert_eq!(csrf.len(), 43);
 
-    // The request_uri was single use.
+    // Visiting the request_uri again before it has authorized anything (a reload, a second
+    // tab, a link scanner) is no error: it is spent at the point of authorization (FAPI 2.0
+    // SP §5.3.2.2; RFC 9126 §4 allows duplicates for reloads).
+    let mut second_tab = Browser::new(server.port);
+    let resp = second_tab.get(&rp.authorize_path(&request_uri));
+    assert_eq!(resp.location(), "/authorize/login");
+    let second_login = second_tab.follow(&resp);
+    second_login.assert_page(200);
+    assert_ne!(second_login.csrf(), csrf, "an interaction of its own");
     let mut other = Browser::new(server.port);
-    other
-        .get(&rp.authorize_path(&request_uri))
-        .assert_error_page("invalid_request_uri");
-    assert!(!other.has(INTERACTION));
 
     // Login posts without the right csrf, or without the interaction cookie: 400 pages.
     let good = [
@@ -633,6 +637,22 @@ fn pushed_request_login_consent_and_code_with_the_errors_around_them() {
     browser
         .post("/authorize/consent", &approve)
         .assert_error_page("invalid_request");
+    // The code spent the request_uri: visiting it again is an error page, and the second tab,
+    // signing in now (consent is remembered, so straight to the code), gets no code from it.
+    let mut late = Browser::new(server.port);
+    late.get(&rp.authorize_path(&request_uri))
+        .assert_error_page("invalid_request_uri");
+    assert!(!late.has(INTERACTION));
+    let resp = second_tab.post(
+        "/authorize/login",
+        &[good[0], good[1], ("csrf", second_login.csrf().as_str())],
+    );
+    resp.assert_error_page("invalid_request_uri");
+    assert_eq!(
+        sql_count(&server, "SELECT COUNT(*) FROM authorization_codes"),
+        1,
+        "one code from one request_uri"
+    );
 
     // Second flow, same browser, more scope: the session skips the login page, not consent.
     let uri = rp.push(&[
@@ -905,6 +925,26 @@ fn sql(server: &Server, statement: &str) {
             .unwrap();
         conn.close().await.unwrap();
     });
+}
+
+/// The number a `SELECT COUNT(*) …` finds in the server's database.
+fn sql_count(server: &Server, query: &str) -> i64 {
+    let db = server.dir.path().join("strongroom.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection as _;
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .read_only(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    })
 }
 
 /// A trigger making every `event` (INSERT, UPDATE, DELETE) on `table` fail.
@@ -1300,9 +1340,8 @@ fn server_failures_after_the_redirect_uri_is_trusted_go_back_to_the_client() {
 
     // Before: the request is not known yet (the pushed request cannot be read), so a page.
     let uri = rp.push(&[]);
-    break_table(&server, "DELETE", "par_requests");
+    sql(&server, "UPDATE par_requests SET params = 'not JSON'");
     server_error_page(&Browser::new(server.port).get(&rp.authorize_path(&uri)));
-    mend_table(&server, "par_requests");
 
     // After: the interaction cannot be stored.
     break_table(&server, "INSERT", "interactions");

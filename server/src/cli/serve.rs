@@ -141,15 +141,21 @@ fn jwks_source(config: &Config) -> Result<crate::jwks_fetch::HttpJwksSource, Str
 ///
 /// Codes and refresh tokens are kept one lifetime of an access token past their expiry, so that
 /// a late replay is still recognised as a replay (and revokes its grant) rather than being
-/// merely unknown.
+/// merely unknown. PAR requests are kept one interaction lifetime past theirs: a sign-in started
+/// from a request_uri spends it only when it authorizes.
 fn spawn_purge(state: Arc<AppState>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let cutoff = state.now() - state.lifetimes.access_token;
-            match state.store.purge_expired(cutoff).await {
+            let now = state.now();
+            let cutoff = now - state.lifetimes.access_token;
+            match state
+                .store
+                .purge_expired(cutoff, now - state.lifetimes.interaction)
+                .await
+            {
                 Ok(counts) => tracing::debug!(?counts, "purged expired rows"),
                 Err(e) => tracing::warn!(error = %e, "purging expired rows failed; will retry"),
             }

@@ -15,6 +15,12 @@
 //! login session lets later requests skip the login page; a remembered consent lets them skip
 //! the consent page.
 //!
+//! A pushed request (RFC 9126) is read, not spent, when the browser brings its request_uri: a
+//! reload, a second tab or a link scanner fetching the URL must not break the flow. It is spent
+//! at the point of authorization, by the write that issues the code (or, on the consent page,
+//! just before the approval is recorded), so one request_uri yields at most one code (FAPI 2.0
+//! SP §5.3.2.2; RFC 9126 §4).
+//!
 //! Errors that cannot be trusted to the client — an unknown client, a redirect_uri it did not
 //! register, a used or expired request_uri, a form without the right cookie and CSRF token — are
 //! shown as an HTML page and never redirected. Once the redirect_uri is known to be registered,
@@ -106,11 +112,12 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
     let now = state.now();
     let request = match params.get("request_uri") {
         // RFC 9126 §4: the pushed parameters are the request; other parameters are ignored
-        // (client_id had to match: take_par only returns the client's own request).
+        // (client_id had to match: find_par only returns the client's own request). Visiting
+        // does not spend the request_uri; issuing the code does (see `issue_code`).
         Some(uri) => {
             let pushed = state
                 .store
-                .take_par(uri, &client.client_id, now)
+                .find_par(uri, &client.client_id, now)
                 .await
                 .map_err(page)?
                 .ok_or_else(|| {
@@ -120,10 +127,11 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
                         "the request_uri is unknown, expired, already used, or another client's",
                     )
                 })?;
-            let request = AuthorizationRequest::from_json(pushed).map_err(|e| {
+            let mut request = AuthorizationRequest::from_json(pushed.params).map_err(|e| {
                 tracing::error!(error = %e, "a stored pushed request does not parse");
                 OAuthError::server_error("the server could not complete the request")
             })?;
+            request.pushed = Some(pushed.handle);
             // Registered when pushed; the registration may have changed since.
             authz_request::ensure_registered(&client, &request.redirect_uri)?;
             request
@@ -201,7 +209,8 @@ async fn begin(
             )));
         }
         Some(u) if !request.has_prompt(Prompt::Consent) && covers(&request, &granted) => {
-            return issue_code(state, client, &request, u, None, now).await;
+            let spends = request.pushed.as_deref();
+            return issue_code(state, client, &request, u, None, spends, now).await;
         }
         Some(_) if silent => {
             return Err(back.fail(OAuthError::new(
@@ -292,12 +301,14 @@ fn consent_resource<'a>(state: &AppState, request: &'a AuthorizationRequest) -> 
 /// Issues the code for `user` and redirects the browser back to the client with it (and, for
 /// `code id_token`, with an ID token that is a detached signature over code and state). A
 /// request with `authorization_details` needs the `txn` of the user's approval of them.
+/// `spends`: the pushed request to spend with the code, unless the caller spent it already.
 async fn issue_code(
     state: &AppState,
     client: &Client,
     request: &AuthorizationRequest,
     user: &SignedIn,
     txn: Option<String>,
+    spends: Option<&str>,
     now: i64,
 ) -> Result<Response, Stop> {
     let back = ToClient::of(state, request);
@@ -332,9 +343,9 @@ async fn issue_code(
     let lifetime = policy.code_lifetime(state.lifetimes.authorization_code);
     let issued = state
         .store
-        .issue_code(&request.client_id, &grant, now + lifetime)
+        .issue_code(&request.client_id, &grant, now + lifetime, spends)
         .await
-        .map_err(|e| back.fail(e))?;
+        .map_err(|e| spent_or(back, e))?;
     if !request.is_hybrid() {
         return Ok(back.code(&issued.code, None));
     }
@@ -392,6 +403,16 @@ async fn context(
     Ok((client, request))
 }
 
+/// A request_uri another authorization spent first is shown as a page, as when it is visited
+/// after that (the same request cannot end twice at the client); other failures go to the
+/// client.
+fn spent_or(back: ToClient<'_>, e: StoreError) -> Stop {
+    match e {
+        StoreError::RequestUriSpent => page(e),
+        e => back.fail(e),
+    }
+}
+
 fn expired_interaction() -> OAuthError {
     OAuthError::invalid_request(
         "this sign-in is unknown or has expired; return to the application and start again",
@@ -439,6 +460,7 @@ mod tests {
             login_hint: None,
             resource: None,
             authorization_details: None,
+            pushed: None,
         };
         assert!(!must_sign_in(&r, &signed_in(0), 10_000));
         r.max_age = Some(100);

@@ -188,7 +188,7 @@ mod tests {
             .issue_refresh_token("g", id, &grant, 0, 9_999)
             .await
             .unwrap();
-        let code = store.issue_code(id, &grant, 9_999).await.unwrap();
+        let code = store.issue_code(id, &grant, 9_999, None).await.unwrap();
         store
             .insert_par(id, &serde_json::json!({}), 9_999)
             .await

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{RedeemError, Result, Store, hash_secret, random_id};
+use super::{RedeemError, Result, Store, hash_secret, par, random_id};
 
 /// What an authorization code stands for: everything the token endpoint needs to check the
 /// redemption and to issue tokens. The store accepts any serializable type in its place; this
@@ -66,11 +66,15 @@ pub struct RedeemedCode<T> {
 
 impl Store {
     /// Issues a code for `client_id` under a fresh grant_id. Only the code's SHA-256 is stored.
+    /// `spends`: the pushed request (its handle from [`Store::find_par`]) the code authorizes,
+    /// spent in the same write: if another authorization spent it first, no code is issued
+    /// (`RequestUriSpent`).
     pub async fn issue_code<T: Serialize>(
         &self,
         client_id: &str,
         data: &T,
         expires_at: i64,
+        spends: Option<&str>,
     ) -> Result<IssuedCode> {
         let issued = IssuedCode {
             code: random_id()?,
@@ -78,8 +82,12 @@ impl Store {
         };
         let (code_hash, client_id) = (hash_secret(&issued.code), client_id.to_owned());
         let (grant_id, data) = (issued.grant_id.clone(), serde_json::to_string(data)?);
+        let spends = spends.map(str::to_owned);
         self.writer
             .write(move |c| {
+                if let Some(handle) = &spends {
+                    par::spend(c, handle, &client_id)?;
+                }
                 c.prepare_cached(
                     "INSERT INTO authorization_codes \
                      (code_hash, client_id, grant_id, data, expires_at) \
@@ -175,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn code_redeems_once_then_reports_reuse_with_grant() {
         let (store, _dir) = temp_store().await;
-        let issued = store.issue_code("c1", &grant(), 1060).await.unwrap();
+        let issued = store.issue_code("c1", &grant(), 1060, None).await.unwrap();
         let stored: String = sqlx::query_scalar("SELECT code_hash FROM authorization_codes")
             .fetch_one(store.pool())
             .await
@@ -201,7 +209,7 @@ mod tests {
     #[tokio::test]
     async fn expired_unknown_and_wrong_client() {
         let (store, _dir) = temp_store().await;
-        let issued = store.issue_code("c1", &grant(), 1060).await.unwrap();
+        let issued = store.issue_code("c1", &grant(), 1060, None).await.unwrap();
         assert!(matches!(
             store
                 .redeem_code::<AuthorizationGrant>("not-a-code", "c1", 1000)
@@ -232,7 +240,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn twenty_concurrent_redemptions_one_winner() {
         let (store, _dir) = temp_store().await;
-        let issued = store.issue_code("c1", &grant(), 1060).await.unwrap();
+        let issued = store.issue_code("c1", &grant(), 1060, None).await.unwrap();
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let (s, code) = (store.clone(), issued.code.clone());
@@ -261,7 +269,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let a = Store::open(&url).await.unwrap();
         let b = Store::open(&url).await.unwrap();
-        let issued = a.issue_code("c1", &grant(), 1060).await.unwrap();
+        let issued = a.issue_code("c1", &grant(), 1060, None).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..10 {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };

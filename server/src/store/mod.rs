@@ -70,6 +70,10 @@ pub enum StoreError {
     /// write that was to record its jti did nothing.
     #[error("this client assertion has been used before")]
     AssertionReplayed,
+    /// The pushed request an authorization was for has been spent by another authorization (a
+    /// second tab that got there first), or purged (see `par.rs`).
+    #[error("the request_uri has already been used")]
+    RequestUriSpent,
     /// The writer thread stopped (the process is shutting down).
     #[error("the database writer has stopped")]
     WriterGone,
@@ -124,6 +128,13 @@ impl From<StoreError> for OAuthError {
             }
             StoreError::AssertionReplayed => {
                 return OAuthError::invalid_client("this client assertion has been used before");
+            }
+            StoreError::RequestUriSpent => {
+                return OAuthError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    crate::error::ErrorCode::InvalidRequestUri,
+                    "the request_uri has already been used to authorize",
+                );
             }
             _ => {}
         }
@@ -213,13 +224,16 @@ impl Store {
     ///
     /// A code or refresh token deleted here can no longer be recognised as *reused* (it becomes
     /// unknown, which is still refused); pass `now` minus a grace period to keep them longer.
-    pub async fn purge_expired(&self, now: i64) -> Result<PurgeCounts> {
+    /// PAR requests go when they expired at or before `pushed_cutoff`: pass `now` minus the
+    /// interaction lifetime, since a sign-in started from a request_uri spends it when it
+    /// authorizes, possibly after the request_uri itself expired (`par.rs`).
+    pub async fn purge_expired(&self, now: i64, pushed_cutoff: i64) -> Result<PurgeCounts> {
         let mut tx = self.pool.begin().await?;
         let counts = PurgeCounts {
             par_requests: delete_expired(
                 &mut tx,
                 "DELETE FROM par_requests WHERE expires_at <= $1",
-                now,
+                pushed_cutoff,
             )
             .await?,
             codes: delete_expired(
@@ -372,10 +386,10 @@ mod tests {
             .insert_par("c", &serde_json::json!({}), 100)
             .await
             .unwrap();
-        store.issue_code("c", &grant, 10).await.unwrap();
+        store.issue_code("c", &grant, 10, None).await.unwrap();
         store.use_jti("c", "j1", 10).await.unwrap();
         store.use_jti("c", "j2", 100).await.unwrap();
-        let issued = store.issue_code("c", &grant, 100).await.unwrap();
+        let issued = store.issue_code("c", &grant, 100, None).await.unwrap();
         store
             .issue_refresh_token(&issued.grant_id, "c", &grant, 0, 10)
             .await
@@ -404,11 +418,12 @@ mod tests {
             .remember_consent("u", "c", "", &["openid".to_owned()], 0)
             .await
             .unwrap();
-        let counts = store.purge_expired(50).await.unwrap();
+        // PAR requests have a cutoff of their own (an interaction may outlive them).
+        let counts = store.purge_expired(50, 5).await.unwrap();
         assert_eq!(
             counts,
             PurgeCounts {
-                par_requests: 1,
+                par_requests: 0,
                 codes: 1,
                 client_assertion_jtis: 1,
                 refresh_tokens: 1,
@@ -422,7 +437,14 @@ mod tests {
             ["openid"]
         );
         assert_eq!(
-            store.purge_expired(50).await.unwrap(),
+            store.purge_expired(50, 50).await.unwrap(),
+            PurgeCounts {
+                par_requests: 1,
+                ..PurgeCounts::default()
+            }
+        );
+        assert_eq!(
+            store.purge_expired(50, 50).await.unwrap(),
             PurgeCounts::default()
         );
         // A purged jti is free again (its assertion has expired anyway).

@@ -1,9 +1,9 @@
 //! RFC 9126 pushed authorization requests: the parameters a client pushed, under a one-time
 //! `request_uri`.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use super::{Result, Store, hash_secret, random_id};
+use super::{Result, Store, StoreError, hash_secret, random_id};
 
 /// RFC 9126 §2.2: the request_uri the server returns is this URN plus a random reference.
 pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -33,32 +33,68 @@ impl Store {
         Ok(request_uri)
     }
 
-    /// The pushed parameters, consumed: `Some` exactly once, and only for the client that pushed
-    /// them, before `expires_at`. An expired request_uri, another client's, an unknown one or
-    /// one already taken: `None` (another client's attempt does not consume it).
-    pub async fn take_par(
+    /// The pushed parameters behind `request_uri`, if the client that pushed them asks before
+    /// `expires_at` and no authorization has spent them yet. A read: visiting the authorization
+    /// endpoint does not spend a request_uri (a reload, a second tab, a link scanner fetching
+    /// the URL must not break the user's flow); the write that issues the code does
+    /// ([`spend`]). FAPI 2.0 SP §5.3.2.2 and RFC 9126 §4 ("MAY allow for duplicate requests
+    /// due to a user reloading/refreshing their user agent").
+    pub async fn find_par(
         &self,
         request_uri: &str,
         client_id: &str,
         now: i64,
-    ) -> Result<Option<serde_json::Value>> {
-        let (hash, client_id) = (hash_secret(request_uri), client_id.to_owned());
-        let params: Option<String> = self
-            .writer
-            .write(move |c| {
-                Ok(c.prepare_cached(
-                    "DELETE FROM par_requests \
-                     WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3 \
-                     RETURNING params",
-                )?
-                .query_row(params![hash, client_id, now], |r| r.get(0))
-                .optional()?)
-            })
-            .await?;
+    ) -> Result<Option<PushedRequest>> {
+        let handle = hash_secret(request_uri);
+        let params: Option<String> = sqlx::query_scalar(
+            "SELECT params FROM par_requests \
+             WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3",
+        )
+        .bind(&handle)
+        .bind(client_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
         match params {
-            Some(p) => Ok(Some(serde_json::from_str(&p)?)),
+            Some(p) => Ok(Some(PushedRequest {
+                params: serde_json::from_str(&p)?,
+                handle,
+            })),
             None => Ok(None),
         }
+    }
+
+    /// Spends a pushed request found by [`Store::find_par`] (its `handle`), on its own:
+    /// `RequestUriSpent` if another authorization spent it first.
+    pub async fn spend_request_uri(&self, handle: &str, client_id: &str) -> Result<()> {
+        let (handle, client_id) = (handle.to_owned(), client_id.to_owned());
+        self.writer
+            .write(move |c| spend(c, &handle, &client_id))
+            .await
+    }
+}
+
+/// A pushed request as the authorization endpoint found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushedRequest {
+    pub params: serde_json::Value,
+    /// What identifies the request_uri in the database (its SHA-256), to spend it with.
+    pub handle: String,
+}
+
+/// Spends the pushed request `handle` inside a write (so that the code it authorizes and the
+/// spending are one): exactly one write wins; the others get `RequestUriSpent` and are undone
+/// whole. Expiry is not checked here: the request_uri was live when the browser brought it, and
+/// the user may take longer than its lifetime to sign in. Rows are kept past expiry for as long
+/// as an interaction started from them may live ([`Store::purge_expired`]).
+pub(super) fn spend(c: &Connection, handle: &str, client_id: &str) -> Result<()> {
+    let spent = c
+        .prepare_cached("DELETE FROM par_requests WHERE request_uri_hash = $1 AND client_id = $2")?
+        .execute(params![handle, client_id])?;
+    if spent == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::RequestUriSpent)
     }
 }
 
@@ -68,7 +104,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn request_uri_is_single_use() {
+    async fn found_until_spent_and_spent_once() {
         let (store, _dir) = temp_store().await;
         let params = serde_json::json!({"response_type": "code", "scope": "openid accounts"});
         let uri = store.insert_par("c1", &params, 160).await.unwrap();
@@ -81,8 +117,21 @@ mod tests {
             .unwrap();
         assert!(!uri.contains(&stored) && !stored.contains(&uri));
 
-        assert_eq!(store.take_par(&uri, "c1", 100).await.unwrap(), Some(params));
-        assert_eq!(store.take_par(&uri, "c1", 100).await.unwrap(), None);
+        // Visiting (finding) twice spends nothing.
+        let found = store.find_par(&uri, "c1", 100).await.unwrap().unwrap();
+        assert_eq!(found.params, params);
+        assert_eq!(found.handle, stored);
+        assert_eq!(
+            store.find_par(&uri, "c1", 100).await.unwrap(),
+            Some(found.clone())
+        );
+        // Spent once; then neither found nor spendable.
+        store.spend_request_uri(&found.handle, "c1").await.unwrap();
+        assert_eq!(store.find_par(&uri, "c1", 100).await.unwrap(), None);
+        assert!(matches!(
+            store.spend_request_uri(&found.handle, "c1").await,
+            Err(StoreError::RequestUriSpent)
+        ));
     }
 
     #[tokio::test]
@@ -90,36 +139,77 @@ mod tests {
         let (store, _dir) = temp_store().await;
         let params = serde_json::json!({"state": "s"});
         let uri = store.insert_par("c1", &params, 160).await.unwrap();
-        assert_eq!(store.take_par(&uri, "c2", 100).await.unwrap(), None);
-        assert_eq!(store.take_par(&uri, "c1", 160).await.unwrap(), None);
-        assert_eq!(store.take_par(&uri, "c1", 200).await.unwrap(), None);
-        assert_eq!(
-            store
-                .take_par(&format!("{REQUEST_URI_PREFIX}nope"), "c1", 100)
-                .await
-                .unwrap(),
-            None
-        );
-        // Neither the other client nor the late attempts consumed it; still usable in time.
-        assert_eq!(store.take_par(&uri, "c1", 159).await.unwrap(), Some(params));
+        assert_eq!(store.find_par(&uri, "c2", 100).await.unwrap(), None);
+        assert_eq!(store.find_par(&uri, "c1", 160).await.unwrap(), None);
+        assert_eq!(store.find_par(&uri, "c1", 200).await.unwrap(), None);
+        let unknown = format!("{REQUEST_URI_PREFIX}nope");
+        assert_eq!(store.find_par(&unknown, "c1", 100).await.unwrap(), None);
+        // Another client cannot spend it, and its attempt spends nothing.
+        let handle = store
+            .find_par(&uri, "c1", 159)
+            .await
+            .unwrap()
+            .unwrap()
+            .handle;
+        assert!(matches!(
+            store.spend_request_uri(&handle, "c2").await,
+            Err(StoreError::RequestUriSpent)
+        ));
+        // Found while live; spending does not look at the clock (the user may take longer
+        // than the request_uri's lifetime to sign in).
+        assert!(store.find_par(&uri, "c1", 159).await.unwrap().is_some());
+        store.spend_request_uri(&handle, "c1").await.unwrap();
     }
 
     #[tokio::test]
-    async fn concurrent_takes_one_winner() {
+    async fn a_code_spends_its_pushed_request_or_is_not_issued() {
         let (store, _dir) = temp_store().await;
         let uri = store
             .insert_par("c1", &serde_json::json!({}), 1000)
             .await
             .unwrap();
+        let handle = store.find_par(&uri, "c1", 1).await.unwrap().unwrap().handle;
+        let grant = super::super::AuthorizationGrant::default();
+        store
+            .issue_code("c1", &grant, 1060, Some(&handle))
+            .await
+            .unwrap();
+        // A second authorization of the same request (another tab): refused whole, no code.
+        let codes = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM authorization_codes")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        assert_eq!(codes().await, 1);
+        assert!(matches!(
+            store.issue_code("c1", &grant, 1060, Some(&handle)).await,
+            Err(StoreError::RequestUriSpent)
+        ));
+        assert_eq!(codes().await, 1, "the refused write inserted no code");
+    }
+
+    #[tokio::test]
+    async fn concurrent_spends_one_winner() {
+        let (store, _dir) = temp_store().await;
+        let uri = store
+            .insert_par("c1", &serde_json::json!({}), 1000)
+            .await
+            .unwrap();
+        let handle = store.find_par(&uri, "c1", 1).await.unwrap().unwrap().handle;
         let mut tasks = Vec::new();
         for _ in 0..20 {
-            let (s, u) = (store.clone(), uri.clone());
-            tasks.push(tokio::spawn(async move { s.take_par(&u, "c1", 1).await }));
+            let (s, h) = (store.clone(), handle.clone());
+            tasks.push(tokio::spawn(
+                async move { s.spend_request_uri(&h, "c1").await },
+            ));
         }
         let mut wins = 0;
         for t in tasks {
-            if t.await.unwrap().unwrap().is_some() {
-                wins += 1;
+            match t.await.unwrap() {
+                Ok(()) => wins += 1,
+                Err(StoreError::RequestUriSpent) => {}
+                Err(e) => panic!("{e}"),
             }
         }
         assert_eq!(wins, 1);

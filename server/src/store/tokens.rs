@@ -578,7 +578,7 @@ mod tests {
         use super::super::AuthorizationGrant;
         let (store, _dir) = temp_store().await;
         let issued = store
-            .issue_code("c1", &AuthorizationGrant::default(), 1060)
+            .issue_code("c1", &AuthorizationGrant::default(), 1060, None)
             .await
             .unwrap();
         let first = store
@@ -653,14 +653,14 @@ mod tests {
             .unwrap();
         // The revocation is remembered while the grant has rows, then purged.
         store.revoke_grant("g2").await.unwrap();
-        store.purge_expired(100).await.unwrap();
+        store.purge_expired(100, 100).await.unwrap();
         let left: Vec<String> =
             sqlx::query_scalar("SELECT grant_id FROM revoked_grants ORDER BY grant_id")
                 .fetch_all(store.pool())
                 .await
                 .unwrap();
         assert_eq!(left, ["g2"]);
-        store.purge_expired(6000).await.unwrap();
+        store.purge_expired(6000, 6000).await.unwrap();
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revoked_grants")
             .fetch_one(store.pool())
             .await

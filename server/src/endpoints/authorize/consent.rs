@@ -13,7 +13,7 @@ use super::page_form::PageForm;
 use super::respond::{Stop, ToClient, finish, page, see_other};
 use super::{
     client_origin, consent_resource, context, current_interaction, display_name,
-    expired_interaction, issue_code,
+    expired_interaction, issue_code, spent_or,
 };
 use crate::authorization_details;
 use crate::error::{ErrorCode, OAuthError};
@@ -105,6 +105,16 @@ async fn submit(
     let user = taken.user.ok_or_else(expired_interaction)?;
     let answer = if approve {
         async {
+            // The point of authorization: the pushed request is spent now, before an approval
+            // of its authorization_details is recorded, so a request another tab has already
+            // authorized records nothing more.
+            if let Some(handle) = &request.pushed {
+                state
+                    .store
+                    .spend_request_uri(handle, &client.client_id)
+                    .await
+                    .map_err(|e| spent_or(back, e))?;
+            }
             let resource = consent_resource(state, &request);
             // A plain request's scopes are remembered, so the page is not shown for them again.
             // An approval of authorization_details is of that transaction only: recorded, then
@@ -137,7 +147,7 @@ async fn submit(
                     .map_err(|e| back.fail(e))?,
                 ),
             };
-            issue_code(state, &client, &request, &user, txn, now).await
+            issue_code(state, &client, &request, &user, txn, None, now).await
         }
         .await
     } else {

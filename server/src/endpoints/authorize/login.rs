@@ -154,7 +154,8 @@ async fn submit(
             .await
             .map_err(|e| back.fail(e))?
             .ok_or_else(expired_interaction)?;
-        let mut resp = issue_code(state, &client, &request, &signed_in, None, now).await?;
+        let spends = request.pushed.as_deref();
+        let mut resp = issue_code(state, &client, &request, &signed_in, None, spends, now).await?;
         clear_cookie(&mut resp, INTERACTION_COOKIE);
         resp
     } else {
