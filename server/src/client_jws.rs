@@ -14,6 +14,18 @@ use josekit::jwk::Jwk;
 use josekit::jws::{ES256, JwsVerifier, PS256};
 use serde_json::{Map, Value};
 
+/// How far in the future a client's `iat` or `nbf` may be, at most, whatever the configured clock
+/// skew. FAPI 2.0 SP §5.3.2.1: JWTs up to 10 s ahead shall be accepted and those 60 s or more
+/// ahead should be refused; 30 s leaves room both ways for a client whose clock differs from
+/// the test's or ours.
+pub const MAX_FUTURE_LEEWAY: i64 = 30;
+
+/// The tolerance for a client's `iat` / `nbf` in the future: the clock skew, at most
+/// [`MAX_FUTURE_LEEWAY`].
+pub fn future_leeway(clock_skew: i64) -> i64 {
+    clock_skew.clamp(0, MAX_FUTURE_LEEWAY)
+}
+
 /// A client-supplied string cut to a length fit for an error description.
 pub fn shorten(s: &str) -> String {
     const MAX: usize = 80;

@@ -306,7 +306,7 @@ fn check_times(
         }
     }
     if let Some(nbf) = nbf {
-        if nbf > now.saturating_add(skew) {
+        if nbf > now.saturating_add(crate::client_jws::future_leeway(skew)) {
             return Err(fail(format!(
                 "request object is not valid before {}; server time {}",
                 when(nbf),

@@ -244,8 +244,9 @@ impl ClientAssertionCheck<'_> {
                 self.max_lifetime
             )));
         }
+        let ahead_ok = crate::client_jws::future_leeway(skew);
         if let Some(nbf) = numeric_date(claims, "nbf")? {
-            if nbf > now.saturating_add(skew) {
+            if nbf > now.saturating_add(ahead_ok) {
                 return Err(fail(format!(
                     "client assertion is not valid before {}; server time {}",
                     when(nbf),
@@ -254,7 +255,7 @@ impl ClientAssertionCheck<'_> {
             }
         }
         if let Some(iat) = numeric_date(claims, "iat")? {
-            if iat > now.saturating_add(skew) {
+            if iat > now.saturating_add(ahead_ok) {
                 return Err(fail(format!(
                     "client assertion iat {} is in the future; server time {}",
                     when(iat),

@@ -136,6 +136,29 @@ fn nbf_and_iat_in_the_future() {
 }
 
 #[test]
+fn a_larger_clock_skew_still_refuses_iat_and_nbf_a_minute_ahead() {
+    // FAPI 2.0 SP 5.3.2.1: up to 10 s ahead accepted, 60 s or more refused, whatever the
+    // configured skew (here 120 s).
+    let c = client(AuthMethod::PrivateKeyJwt);
+    let aud = audiences();
+    let lenient = |assertion: &str| {
+        ClientAssertionCheck {
+            clock_skew: 120,
+            ..check(&c, assertion, &aud)
+        }
+        .verify()
+    };
+    for claim in ["iat", "nbf"] {
+        lenient(&ps256(&with(claims(), claim, json!(T0 + 10)))).unwrap();
+        lenient(&ps256(&with(claims(), claim, json!(T0 + 30)))).unwrap();
+        assert!(lenient(&ps256(&with(claims(), claim, json!(T0 + 31)))).is_err());
+        assert!(lenient(&ps256(&with(claims(), claim, json!(T0 + 60)))).is_err());
+    }
+    // The skew still applies in full to an expired assertion.
+    lenient(&ps256(&with(claims(), "exp", json!(T0 - 100)))).unwrap();
+}
+
+#[test]
 fn wrong_audience() {
     let c = client(AuthMethod::PrivateKeyJwt);
     let d = refused(
