@@ -305,17 +305,9 @@ fn add_user(server: &Server, username: &str, password: &str) -> String {
 fn stored_code(server: &Server, code: &str) -> (String, Value) {
     let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(openssl::sha::sha256(code.as_bytes()));
-    let db = server.dir.path().join("strongroom.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, mut conn) = read_db(server);
     rt.block_on(async {
-        use sqlx::{Connection as _, Row as _};
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .read_only(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        use sqlx::Row as _;
         let row =
             sqlx::query("SELECT client_id, data FROM authorization_codes WHERE code_hash = $1")
                 .bind(hash)
@@ -929,22 +921,25 @@ fn sql(server: &Server, statement: &str) {
 
 /// The number a `SELECT COUNT(*) …` finds in the server's database.
 fn sql_count(server: &Server, query: &str) -> i64 {
-    let db = server.dir.path().join("strongroom.db");
+    let (rt, mut conn) = read_db(server);
+    rt.block_on(sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned())).fetch_one(&mut conn))
+        .unwrap()
+}
+
+/// A read-only connection to the server's database, and the runtime to drive it with.
+fn read_db(server: &Server) -> (tokio::runtime::Runtime, sqlx::SqliteConnection) {
+    use sqlx::Connection as _;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        use sqlx::Connection as _;
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .read_only(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-        sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-    })
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(server.dir.path().join("strongroom.db"))
+        .read_only(true);
+    let conn = rt
+        .block_on(sqlx::SqliteConnection::connect_with(&opts))
+        .unwrap();
+    (rt, conn)
 }
 
 /// A trigger making every `event` (INSERT, UPDATE, DELETE) on `table` fail.

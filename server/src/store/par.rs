@@ -161,14 +161,19 @@ mod tests {
         store.spend_request_uri(&handle, "c1").await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_code_spends_its_pushed_request_or_is_not_issued() {
-        let (store, _dir) = temp_store().await;
+    /// A request pushed by "c1", as /authorize finds it: its handle.
+    async fn pushed(store: &Store) -> String {
         let uri = store
             .insert_par("c1", &serde_json::json!({}), 1000)
             .await
             .unwrap();
-        let handle = store.find_par(&uri, "c1", 1).await.unwrap().unwrap().handle;
+        store.find_par(&uri, "c1", 1).await.unwrap().unwrap().handle
+    }
+
+    #[tokio::test]
+    async fn a_code_spends_its_pushed_request_or_is_not_issued() {
+        let (store, _dir) = temp_store().await;
+        let handle = pushed(&store).await;
         let grant = super::super::AuthorizationGrant::default();
         store
             .issue_code("c1", &grant, 1060, Some(&handle))
@@ -192,11 +197,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_spends_one_winner() {
         let (store, _dir) = temp_store().await;
-        let uri = store
-            .insert_par("c1", &serde_json::json!({}), 1000)
-            .await
-            .unwrap();
-        let handle = store.find_par(&uri, "c1", 1).await.unwrap().unwrap().handle;
+        let handle = pushed(&store).await;
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let (s, h) = (store.clone(), handle.clone());
