@@ -73,6 +73,10 @@ pub struct AuthorizationRequest {
     pub response_type: String,
     /// One of the client's registered redirect URIs (exactly, or matching its wildcard).
     pub redirect_uri: String,
+    /// The request did not send `redirect_uri` (the client's only registered one was taken):
+    /// the token request then need not send it either (RFC 6749 §4.1.3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redirect_uri_defaulted: bool,
     /// Space-separated, each scope once, in the order asked.
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +322,7 @@ pub fn validate(
         client_id: client.client_id.clone(),
         response_type: response_type.to_owned(),
         redirect_uri,
+        redirect_uri_defaulted: params.get("redirect_uri").is_none(),
         scope,
         state,
         nonce,

@@ -587,6 +587,60 @@ fn authorization_code_and_par_negative_cases() {
     );
     assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
 
+    // RFC 6749 §4.1.3: the token request must repeat a redirect_uri the authorization request
+    // sent; one that sent none (the client's only URI was taken) may leave it out, but any it
+    // sends must still be the one the code went to.
+    let p = pkce();
+    let code = authorization_code(&server, &mut browser, &a, &p, "n");
+    let without_redirect_uri = |code: &str, verifier: &str| {
+        a.post(
+            &server,
+            "/token",
+            &format!(
+                "grant_type=authorization_code&code={}&code_verifier={verifier}",
+                enc(code)
+            ),
+        )
+    };
+    let r = without_redirect_uri(&code, &p.verifier);
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+    let defaulted_code = |p: &Pkce| {
+        let state = unique();
+        let r = a.post(
+            &server,
+            "/par",
+            &format!(
+                "response_type=code&client_id={}&scope=openid&state={state}\
+                 &code_challenge={}&code_challenge_method=S256",
+                enc(&a.id),
+                p.challenge
+            ),
+        );
+        assert_eq!(r.status, 201, "PAR without redirect_uri: {}", r.body);
+        let request_uri = r.json()["request_uri"].as_str().unwrap().to_owned();
+        let back = browse(&mut Browser::new(&server), &a, &request_uri);
+        let params = redirect_params(&back);
+        assert_eq!(params.in_query("state"), Some(state.as_str()));
+        params.in_query("code").unwrap().to_owned()
+    };
+    let p = pkce();
+    let code = defaulted_code(&p);
+    let r = without_redirect_uri(&code, &p.verifier);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = pkce();
+    let code = defaulted_code(&p);
+    let r = a.post(
+        &server,
+        "/token",
+        &format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
+            enc(&code),
+            enc("https://client.example/other"),
+            p.verifier
+        ),
+    );
+    assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+
     // Wrong PKCE verifier; missing verifier.
     let p = pkce();
     let code = authorization_code(&server, &mut browser, &a, &p, "n");

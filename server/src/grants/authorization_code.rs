@@ -48,8 +48,11 @@ pub async fn grant(
         Err(e) => return Err(e.into()),
     };
     let g = redeemed.data;
-    // RFC 6749 §4.1.3: the same redirect_uri as in the authorization request.
-    if !g.redirect_uri.is_empty() && form.get("redirect_uri") != Some(g.redirect_uri.as_str()) {
+    // RFC 6749 §4.1.3: the same redirect_uri as in the authorization request, required if that
+    // request sent one; if it did not, one sent here must still be the one the code went to.
+    let sent = form.get("redirect_uri");
+    let may_omit = g.redirect_uri_defaulted && sent.is_none();
+    if !g.redirect_uri.is_empty() && !may_omit && sent != Some(g.redirect_uri.as_str()) {
         return Err(OAuthError::invalid_grant(
             "redirect_uri does not match the authorization request",
         ));

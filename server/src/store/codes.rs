@@ -20,6 +20,10 @@ pub struct AuthorizationGrant {
     pub scope: String,
     /// The redirect_uri of the authorization request (RFC 6749 §4.1.3 requires the same one).
     pub redirect_uri: String,
+    /// The authorization request did not send it (the client's only one was taken): the token
+    /// request may leave it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redirect_uri_defaulted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code_challenge: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
