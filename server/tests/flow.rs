@@ -575,16 +575,18 @@ fn authorization_code_and_par_negative_cases() {
     let r = redeem(&server, &b, &code, &p.verifier);
     assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
     // Wrong redirect_uri at the token endpoint: invalid_grant (the code is now spent).
-    let r = a.post(
-        &server,
-        "/token",
-        &format!(
-            "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
-            enc(&code),
-            enc("https://client.example/other"),
-            p.verifier
-        ),
-    );
+    let with_other_redirect_uri = |code: &str, verifier: &str| {
+        a.post(
+            &server,
+            "/token",
+            &format!(
+                "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={verifier}",
+                enc(code),
+                enc("https://client.example/other"),
+            ),
+        )
+    };
+    let r = with_other_redirect_uri(&code, &p.verifier);
     assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
 
     // RFC 6749 §4.1.3: the token request must repeat a redirect_uri the authorization request
@@ -629,16 +631,7 @@ fn authorization_code_and_par_negative_cases() {
     assert_eq!(r.status, 200, "{}", r.body);
     let p = pkce();
     let code = defaulted_code(&p);
-    let r = a.post(
-        &server,
-        "/token",
-        &format!(
-            "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
-            enc(&code),
-            enc("https://client.example/other"),
-            p.verifier
-        ),
-    );
+    let r = with_other_redirect_uri(&code, &p.verifier);
     assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
 
     // Wrong PKCE verifier; missing verifier.
