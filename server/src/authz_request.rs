@@ -317,6 +317,9 @@ pub fn validate(
             _ => return Err(OAuthError::invalid_request("claims must be a JSON object")),
         },
     };
+    if let Some(c) = &claims {
+        crate::acr::check_claims(c).map_err(OAuthError::invalid_request)?;
+    }
 
     Ok(AuthorizationRequest {
         client_id: client.client_id.clone(),

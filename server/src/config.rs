@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// this process may run on. Fewer leaves more of the cores to a software HSM's worker
     /// processes on the same machine (README, Performance).
     pub worker_threads: usize,
+    /// The Authentication Context Classes a sign-in here satisfies, most preferred first
+    /// (OpenID Connect `acr`; see `acr.rs`): advertised in discovery, stated in ID tokens.
+    pub acr_values_supported: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             max_concurrent_token_requests: 128,
             trusted_proxies: Vec::new(),
             worker_threads: 0,
+            acr_values_supported: vec![crate::acr::PASSWORD.into()],
         }
     }
 }
@@ -291,6 +295,12 @@ impl Config {
         Ok(l)
     }
 
+    /// `server.acr_values_supported`, checked.
+    pub fn acr_values(&self) -> Result<Vec<String>, String> {
+        crate::acr::check_supported(&self.server.acr_values_supported)?;
+        Ok(self.server.acr_values_supported.clone())
+    }
+
     pub fn policy(&self) -> Policy {
         let k = &self.keys;
         Policy {
@@ -372,6 +382,13 @@ mod tests {
             d.server.max_concurrent_token_requests
         );
         assert!(example.lifetimes().is_ok());
+        assert_eq!(
+            example.acr_values(),
+            Ok(d.server.acr_values_supported.clone())
+        );
+        let dev: Config = toml::from_str(include_str!("../../config/dev.toml"))
+            .unwrap_or_else(|e| panic!("config/dev.toml: {e}"));
+        assert!(dev.acr_values().is_ok());
     }
 
     #[test]

@@ -531,6 +531,7 @@ mod tests {
             token_admission: tokio::sync::Semaphore::new(1),
             recent_jtis: Default::default(),
             clock_skew: SKEW,
+            acr_values: vec![crate::acr::PASSWORD.into()],
         };
         Server {
             state,

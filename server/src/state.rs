@@ -28,6 +28,8 @@ pub struct AppState {
     /// Client-assertion jtis seen lately: replays refused before any work.
     pub recent_jtis: crate::recent_jtis::RecentJtis,
     pub clock_skew: i64,
+    /// `server.acr_values_supported`: never empty (see `acr.rs`).
+    pub acr_values: Vec<String>,
 }
 
 /// Lifetimes, in seconds, from `[server]` in the configuration.

@@ -29,6 +29,12 @@ use serde_json::{Value, json};
 /// The server's default PAR lifetime (config `par_lifetime_seconds`).
 const SERVER_PAR_LIFETIME: i64 = 60;
 
+/// The class the FAPI 1.0 Advanced conformance tests ask for as an essential acr, which
+/// `ACR_CONFIG` lists beside the default.
+const SILVER: &str = "urn:mace:incommon:iap:silver";
+const ACR_CONFIG: &str =
+    r#"acr_values_supported = ["urn:strongroom:acr:password", "urn:mace:incommon:iap:silver"]"#;
+
 fn str_claim<'a>(claims: &'a Value, name: &str) -> &'a str {
     claims[name]
         .as_str()
@@ -38,7 +44,13 @@ fn str_claim<'a>(claims: &'a Value, name: &str) -> &'a str {
 /// The checks every level's flow ends with: the token response, the ID token, the bound
 /// access token, /userinfo with and without the certificate. `front_sub`: the front-channel
 /// ID token's subject (FAPI 1).
-fn token_exchange(fapi: &Fapi, client: &FapiClient, flow: &Flow, front_sub: Option<&str>) {
+fn token_exchange(
+    fapi: &Fapi,
+    client: &FapiClient,
+    flow: &Flow,
+    front_sub: Option<&str>,
+    acr: &str,
+) {
     let server = &fapi.server;
     let state = flow.request.param("state").unwrap();
     let nonce = flow.request.param("nonce").unwrap();
@@ -78,6 +90,7 @@ fn token_exchange(fapi: &Fapi, client: &FapiClient, flow: &Flow, front_sub: Opti
         assert!(id.get("s_hash").is_none(), "s_hash for FAPI 1 only: {id}");
     }
     assert!(id["auth_time"].is_i64(), "{id}");
+    assert_eq!(id["acr"], acr, "{id}");
     let sub = str_claim(&id, "sub").to_owned();
     if let Some(front) = front_sub {
         assert_eq!(sub, front, "the same subject front and back");
@@ -172,7 +185,7 @@ fn token_exchange(fapi: &Fapi, client: &FapiClient, flow: &Flow, front_sub: Opti
 /// The hybrid response (FAPI 1 Advanced §5.2.2.1, OpenID Connect Core §3.3.2.5): everything in
 /// the fragment, and the front-channel ID token a detached signature over code and state.
 /// Returns its subject.
-fn check_hybrid_response(fapi: &Fapi, client: &FapiClient, flow: &Flow) -> String {
+fn check_hybrid_response(fapi: &Fapi, client: &FapiClient, flow: &Flow, acr: &str) -> String {
     let server = &fapi.server;
     let cb = &flow.callback;
     let state = flow.request.param("state").unwrap();
@@ -192,12 +205,12 @@ fn check_hybrid_response(fapi: &Fapi, client: &FapiClient, flow: &Flow) -> Strin
     assert_eq!(id["c_hash"], left_half_sha256(&flow.code).as_str(), "{id}");
     assert_eq!(id["s_hash"], left_half_sha256(state).as_str(), "{id}");
     assert!(id["auth_time"].is_i64() && id["iat"].is_i64(), "{id}");
-    assert!(id["acr"].is_string(), "{id}");
+    assert_eq!(id["acr"], acr, "{id}");
     str_claim(&id, "sub").to_owned()
 }
 
 fn fapi1_flow(level: Level, encrypt: bool) {
-    let fapi = Fapi::start("");
+    let fapi = Fapi::start(ACR_CONFIG);
     let server = &fapi.server;
     let client = fapi.client(level, level.method().unwrap());
     let mut browser = Browser::new(server);
@@ -214,6 +227,11 @@ fn fapi1_flow(level: Level, encrypt: bool) {
         ("redirect_uri", "https://attacker.example/cb"),
         ("response_type", "code"),
     ]);
+    // As the OpenID Foundation's FAPI 1 tests ask (OpenID Connect Core §5.5.1.1).
+    request.params.insert(
+        "claims".into(),
+        json!({"id_token": {"acr": {"essential": true, "values": [SILVER]}}}),
+    );
     if encrypt {
         let key = encryption_key(server);
         request.encrypt = Some((key, KeyWrap::RsaOaep, ContentEnc::A256Gcm));
@@ -222,8 +240,8 @@ fn fapi1_flow(level: Level, encrypt: bool) {
     }
     let flow = front_channel(&fapi, &mut browser, &client, request).unwrap();
     assert_eq!(flow.expires_in, SERVER_PAR_LIFETIME);
-    let sub = check_hybrid_response(&fapi, &client, &flow);
-    token_exchange(&fapi, &client, &flow, Some(&sub));
+    let sub = check_hybrid_response(&fapi, &client, &flow, SILVER);
+    token_exchange(&fapi, &client, &flow, Some(&sub), SILVER);
     certificate_required_at_token(&fapi, &client, &mut browser);
 
     // An error goes in the fragment too, with state and iss: the user refuses consent.
@@ -247,12 +265,14 @@ fn fapi1_flow(level: Level, encrypt: bool) {
 }
 
 fn fapi2_flow(level: Level) {
-    let fapi = Fapi::start("");
+    let fapi = Fapi::start(ACR_CONFIG);
     let server = &fapi.server;
     let client = fapi.client(level, level.method().unwrap());
     let mut browser = Browser::new(server);
 
-    let request = AuthzRequest::for_client(server, &client);
+    let mut request = AuthzRequest::for_client(server, &client);
+    // Voluntary, in order of preference: the first one this server satisfies is stated.
+    request.set("acr_values", &format!("urn:example:gold {SILVER}"));
     assert_eq!(request.carry, Carry::Plain);
     assert_eq!(request.param("response_type"), Some("code"));
     assert_eq!(request.param("redirect_uri"), Some(REDIRECT_URI));
@@ -268,7 +288,7 @@ fn fapi2_flow(level: Level) {
         "RFC 9207 iss"
     );
     assert!(cb.in_query("id_token").is_none(), "{}", cb.location);
-    token_exchange(&fapi, &client, &flow, None);
+    token_exchange(&fapi, &client, &flow, None, SILVER);
     certificate_required_at_token(&fapi, &client, &mut browser);
 }
 
@@ -681,5 +701,68 @@ fn updated_at_is_the_users_stored_claim_in_the_clients_format() {
                 assert_eq!(updated, json!(t), "{user}, a level: a unix timestamp");
             }
         }
+    }
+}
+
+/// OpenID Connect Core §5.5.1.1: an essential acr no sign-in here satisfies is a failed
+/// authentication, sent back to the client before any page; a voluntary one is not; a
+/// malformed `claims` parameter is refused at PAR; discovery lists the configured classes.
+#[test]
+fn an_essential_acr_the_server_cannot_satisfy_is_access_denied() {
+    let fapi = Fapi::start(ACR_CONFIG);
+    let server = &fapi.server;
+    let client = fapi.client(Level::Fapi2SpPkjMtls, Method::PrivateKeyJwt);
+
+    let d: Value =
+        serde_json::from_str(&get(server.port, "/.well-known/openid-configuration").2).unwrap();
+    assert_eq!(
+        d["acr_values_supported"],
+        json!(["urn:strongroom:acr:password", SILVER])
+    );
+    assert_eq!(d["claims_parameter_supported"], true);
+
+    let gold = |essential: bool| {
+        json!({"id_token": {"acr": {"essential": essential, "values": ["urn:example:gold"]}}})
+            .to_string()
+    };
+    let mut request = AuthzRequest::for_client(server, &client);
+    request.set("claims", &gold(true));
+    let state = request.param("state").unwrap().to_owned();
+    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
+    let mut browser = Browser::new(server);
+    let back = browser.authorize(&authorize_path(&client.id, &uri));
+    let cb = Callback::of(&back, REDIRECT_URI)
+        .unwrap_or_else(|| panic!("no redirect to the client: {} {}", back.status, back.body));
+    assert_eq!(
+        cb.in_query("error"),
+        Some("access_denied"),
+        "{}",
+        cb.location
+    );
+    assert_eq!(cb.in_query("state"), Some(state.as_str()));
+    assert_eq!(cb.in_query("iss"), Some(server.issuer().as_str()));
+    assert!(cb.in_query("code").is_none());
+
+    // The same class asked for voluntarily: the flow goes on, stating the default class.
+    let mut request = AuthzRequest::for_client(server, &client);
+    request.set("claims", &gold(false));
+    let flow = front_channel(&fapi, &mut browser, &client, request).unwrap();
+    token_exchange(&fapi, &client, &flow, None, "urn:strongroom:acr:password");
+
+    for claims in [
+        r#"{"id_token": {"acr": {"values": "urn:example:gold"}}}"#,
+        r#"{"id_token": {"acr": {"essential": "yes"}}}"#,
+        r#"{"id_token": "acr"}"#,
+    ] {
+        let mut request = AuthzRequest::for_client(server, &client);
+        request.set("claims", claims);
+        let r = request.push(server, &client);
+        assert_eq!(
+            oauth_error(&r).map(|(s, e, _)| (s, e)),
+            Some((400, "invalid_request".to_owned())),
+            "{claims}: {} {}",
+            r.status,
+            r.body
+        );
     }
 }

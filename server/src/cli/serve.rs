@@ -95,6 +95,7 @@ async fn serve(config: &Config) -> Result<(), String> {
         ),
         recent_jtis: Default::default(),
         clock_skew: config.keys.clock_skew_seconds,
+        acr_values: config.acr_values()?,
     });
     let purge = spawn_purge(
         state.clone(),

@@ -58,9 +58,6 @@ use crate::store::{AuthorizationGrant, Interaction, SignedIn, StoreError};
 use cookies::{INTERACTION_COOKIE, SESSION_COOKIE, cookie, set_cookie};
 use respond::{Stop, ToClient, finish, page, see_other};
 
-/// The `acr` of a password sign-in (advertised in `acr_values_supported`).
-pub const ACR_PASSWORD: &str = "urn:strongroom:acr:password";
-
 /// `GET /authorize`: the parameters in the query.
 pub async fn authorize(
     State(state): State<Arc<AppState>>,
@@ -181,6 +178,9 @@ async fn begin(
     now: i64,
 ) -> Result<Response, Stop> {
     let back = ToClient::of(state, &request);
+    // OpenID Connect Core §5.5.1.1: an essential acr no sign-in here satisfies is a failed
+    // authentication; better said now than after the user has signed in for nothing.
+    chosen_acr(state, &request).map_err(|e| back.fail(e))?;
     // The session and what its user granted this client, in one read.
     let session = match cookie(headers, SESSION_COOKIE) {
         Some(id) => state
@@ -319,6 +319,7 @@ async fn issue_code(
             "the authorization_details were not approved",
         )));
     }
+    let acr = chosen_acr(state, request).map_err(|e| back.fail(e))?;
     let policy = Policy::of(client);
     let s_hash = request
         .state
@@ -334,7 +335,7 @@ async fn issue_code(
         code_challenge_method: request.code_challenge_method.clone(),
         nonce: request.nonce.clone(),
         auth_time: Some(user.auth_time),
-        acr: Some(user.acr.clone()),
+        acr: Some(acr.to_owned()),
         claims: request.claims.clone(),
         s_hash: s_hash.clone(),
         resource: request.resource.clone(),
@@ -358,7 +359,7 @@ async fn issue_code(
             sub: &user.user_id,
             auth_time: Some(user.auth_time),
             nonce: request.nonce.as_deref(),
-            acr: Some(&user.acr),
+            acr: Some(acr),
             access_token: None,
             code: Some(&issued.code),
             s_hash: s_hash.as_deref(),
@@ -367,6 +368,20 @@ async fn issue_code(
     .await
     .map_err(|e| back.fail(e))?;
     Ok(back.code(&issued.code, Some(&id_token)))
+}
+
+/// The `acr` the request's ID tokens state (`acr.rs`), or why it cannot succeed.
+fn chosen_acr<'s>(
+    state: &'s AppState,
+    request: &AuthorizationRequest,
+) -> Result<&'s str, OAuthError> {
+    crate::acr::choose(request, &state.acr_values).map_err(|crate::acr::Unmet| {
+        OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::AccessDenied,
+            "none of the essential acr values requested can be satisfied by this server",
+        )
+    })
 }
 
 /// The browser's live interaction (cookie value and row), or the error page.
@@ -438,7 +453,7 @@ mod tests {
         SignedIn {
             user_id: "u".into(),
             auth_time,
-            acr: ACR_PASSWORD.into(),
+            acr: crate::acr::PASSWORD.into(),
         }
     }
 

@@ -72,7 +72,11 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
         "authorization_response_iss_parameter_supported": true,
         "scopes_supported": crate::authz_request::STANDARD_SCOPES,
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
-        "acr_values_supported": [crate::endpoints::authorize::ACR_PASSWORD],
+        "acr_values_supported": state.acr_values,
+        // OpenID Connect Core §5.5: the acr claim is honoured (acr.rs). Other claims it
+        // names add nothing to what the scopes release, which §5.5.1 allows (a claim not
+        // returned, essential or not, is not an error).
+        "claims_parameter_supported": true,
         "id_token_signing_alg_values_supported": [id_token_alg],
         "subject_types_supported": ["public"],
         "tls_client_certificate_bound_access_tokens": true,

@@ -28,8 +28,8 @@ use super::cookies::{INTERACTION_COOKIE, SESSION_COOKIE, clear_cookie, cookie, s
 use super::page_form::PageForm;
 use super::respond::{Stop, ToClient, finish, see_other};
 use super::{
-    ACR_PASSWORD, client_origin, consented, context, current_interaction, display_name,
-    expired_interaction, issue_code,
+    client_origin, consented, context, current_interaction, display_name, expired_interaction,
+    issue_code,
 };
 use crate::authz_request::{AuthorizationRequest, Prompt};
 use crate::error::{ErrorCode, OAuthError};
@@ -122,7 +122,11 @@ async fn submit(
     let signed_in = SignedIn {
         user_id: user.user_id,
         auth_time: now,
-        acr: ACR_PASSWORD.to_owned(),
+        acr: state
+            .acr_values
+            .first()
+            .map_or(crate::acr::PASSWORD, String::as_str)
+            .to_owned(),
     };
     let rotated = state
         .store
