@@ -1159,6 +1159,21 @@ fn discovery_and_validation_follow_the_registered_apis() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(after, sorted, "sorted and de-duplicated");
+    // The APIs' scopes are listed after the OpenID Connect ones, once each (both APIs have
+    // it).
+    let scopes = discovery(&fapi.server)["scopes_supported"].clone();
+    let scopes: Vec<&str> = scopes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(scopes.first(), Some(&"openid"), "{scopes:?}");
+    assert_eq!(
+        scopes.iter().filter(|s| **s == API_SCOPE).count(),
+        1,
+        "{scopes:?}"
+    );
 
     // A schema that is not a JSON Schema: 400 invalid_request, nothing registered.
     for schema in [json!({"type": 12}), json!({"$ref": "https://x.example/y"})] {

@@ -13,10 +13,22 @@ use strongroom_keystore::hsm::DecryptAlg;
 
 pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Response {
     // RFC 9396 §10: the types the registered APIs accept, as registered now.
-    let details_types = match state.store.list_resource_servers().await {
-        Ok(apis) => crate::authorization_details::types_supported(&apis),
+    let apis = match state.store.list_resource_servers().await {
+        Ok(apis) => apis,
         Err(e) => return OAuthError::from(e).into_response(),
     };
+    let details_types = crate::authorization_details::types_supported(&apis);
+    // The OpenID Connect scopes and those of the registered APIs (a client's own registered
+    // scopes for this server's endpoints are its business and are not listed).
+    let mut scopes: Vec<&str> = crate::authz_request::STANDARD_SCOPES.to_vec();
+    let mut api_scopes: Vec<&str> = apis
+        .iter()
+        .flat_map(|a| a.scopes.iter().map(|s| s.value.as_str()))
+        .filter(|s| !scopes.contains(s))
+        .collect();
+    api_scopes.sort_unstable();
+    api_scopes.dedup();
+    scopes.extend(api_scopes);
     let issuer = &state.issuer;
     let id_token_alg = state
         .keystore
@@ -70,13 +82,13 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
         "response_modes_supported": ["query", "fragment"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-        "scopes_supported": crate::authz_request::STANDARD_SCOPES,
+        "scopes_supported": scopes,
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        // The `claims` parameter is not advertised (claims_parameter_supported defaults to
+        // false): its `acr` member is honoured (acr.rs), as OpenID Connect Core §5.5.1.1
+        // requires, but the individual claims it names add nothing to what the scopes
+        // release, so clients must not rely on it for those.
         "acr_values_supported": state.acr_values,
-        // OpenID Connect Core §5.5: the acr claim is honoured (acr.rs). Other claims it
-        // names add nothing to what the scopes release, which §5.5.1 allows (a claim not
-        // returned, essential or not, is not an error).
-        "claims_parameter_supported": true,
         "id_token_signing_alg_values_supported": [id_token_alg],
         "subject_types_supported": ["public"],
         "tls_client_certificate_bound_access_tokens": true,
