@@ -5,6 +5,8 @@
 //! - `aud`: its `identifier` (an absolute https URI, unique, never changed once registered);
 //! - which scopes exist (`scopes`), and which clients may get tokens at all (`allowed_clients`:
 //!   least privilege, so an empty list lets no client in);
+//! - which clients, the API's own credentials, may introspect every token issued for it
+//!   (`introspection_clients`; otherwise only the client a token was issued to);
 //! - the access-token lifetime (`token_lifetime`, else the server's);
 //! - whether the signed token is wrapped in a JWE to the API's own public key
 //!   (`token_encryption`, see [`crate::token_encryption`]): the server never holds a private key
@@ -53,6 +55,11 @@ pub struct ResourceServer {
     /// The client_ids that may get tokens for this API. Empty: none.
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+    /// The client_ids the API itself authenticates as at /introspect (RFC 7662): they learn
+    /// about every access token issued for this API, whichever client it was issued to.
+    /// Empty: a token is introspected by the client it was issued to only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub introspection_clients: Vec<String>,
     /// RFC 9396 types this API accepts, each with the JSON Schema its objects must meet.
     #[serde(default)]
     pub authorization_details: Vec<AuthorizationDetailsType>,
@@ -155,16 +162,17 @@ impl ResourceServer {
                 )));
             }
         }
-        if self.allowed_clients.len() > MAX_ALLOWED_CLIENTS
-            || self
-                .allowed_clients
-                .iter()
-                .any(|c| c.is_empty() || c.len() > 128)
-        {
-            return Err(bad(format!(
-                "allowed_clients is at most {MAX_ALLOWED_CLIENTS} client_ids of 1 to 128 \
-                 characters"
-            )));
+        for (name, list) in [
+            ("allowed_clients", &self.allowed_clients),
+            ("introspection_clients", &self.introspection_clients),
+        ] {
+            if list.len() > MAX_ALLOWED_CLIENTS
+                || list.iter().any(|c| c.is_empty() || c.len() > 128)
+            {
+                return Err(bad(format!(
+                    "{name} is at most {MAX_ALLOWED_CLIENTS} client_ids of 1 to 128 characters"
+                )));
+            }
         }
         let mut types = Vec::with_capacity(self.authorization_details.len());
         for t in &self.authorization_details {
@@ -229,6 +237,11 @@ impl ResourceServer {
 
     pub fn allows_client(&self, client_id: &str) -> bool {
         self.allowed_clients.iter().any(|c| c == client_id)
+    }
+
+    /// Whether `client_id` may introspect every access token issued for this API.
+    pub fn lets_introspect(&self, client_id: &str) -> bool {
+        self.introspection_clients.iter().any(|c| c == client_id)
     }
 
     /// The API's scope values.

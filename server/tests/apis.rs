@@ -158,6 +158,11 @@ fn management_api_crud_and_bad_registrations() {
     let issuer = fapi.server.issuer();
     let cases: Vec<(&str, Value, &str)> = vec![
         (
+            "an empty introspection client",
+            json!({"identifier": unique_api(), "name": "x", "introspection_clients": [""]}),
+            "introspection_clients",
+        ),
+        (
             "a private JWK",
             json!({"identifier": unique_api(), "name": "x",
                    "token_encryption": encryption(json!({"jwk": private_jwk}))}),
@@ -367,13 +372,15 @@ fn client_credentials_for_a_registered_api() {
     let admin = rs_admin(&fapi);
     let client = service_client(&fapi);
     let stranger = service_client(&fapi);
+    // The API's own credentials at /introspect.
+    let api_self = service_client(&fapi);
     let identifier = unique_api();
     register_api(
         &fapi,
         &admin,
         &json!({"identifier": identifier, "name": "Payments", "token_lifetime": 120,
                 "scopes": [{"value": "payments:read"}, {"value": "payments:write"}],
-                "allowed_clients": [client.id]}),
+                "allowed_clients": [client.id], "introspection_clients": [api_self.id]}),
     );
 
     let r = client_credentials(
@@ -439,6 +446,26 @@ fn client_credentials_for_a_registered_api() {
     let r = client.post(&fapi.server, "/introspect", &pairs(&[("token", token)]));
     assert_eq!(r.json()["active"], json!(true), "{}", r.body);
     assert_eq!(r.json()["aud"], json!(identifier));
+
+    // The API's introspection client learns about every token issued for the API, whoever it
+    // was issued to, and sees it revoked; not about tokens for other audiences. A client that
+    // is neither the token's nor the API's learns nothing.
+    let introspect = |who: &FapiClient, t: &str| {
+        who.post(&fapi.server, "/introspect", &pairs(&[("token", t)]))
+            .json()
+    };
+    let seen = introspect(&api_self, token);
+    assert_eq!(seen["active"], json!(true), "{seen}");
+    assert_eq!(seen["client_id"], json!(client.id));
+    assert_eq!(seen["scope"], json!("payments:read"));
+    assert_eq!(introspect(&api_self, &own), json!({"active": false}));
+    assert_eq!(introspect(&stranger, token), json!({"active": false}));
+    let r = client_credentials(&fapi, &client, &[("resource", &identifier)]);
+    let second = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(introspect(&api_self, &second)["active"], json!(true));
+    let r = client.post(&fapi.server, "/revoke", &pairs(&[("token", &second)]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(introspect(&api_self, &second), json!({"active": false}));
 
     // Deleting the API revokes its tokens.
     let r = api_call(&fapi, &admin, "DELETE", &path_of(&identifier), None);
@@ -567,6 +594,7 @@ fn jwe_access_tokens_for_every_grant() {
     let admin = rs_admin(&fapi);
     let service = service_client(&fapi);
     let user_client = fapi.client(Level::None, Method::PrivateKeyJwt);
+    let api_self = service_client(&fapi);
 
     // API A: a certificate PEM, the defaults (RSA-OAEP-256, A256GCM), a kid.
     let (cert, cert_key) = certificate("api-a.example.com", None, false);
@@ -575,7 +603,7 @@ fn jwe_access_tokens_for_every_grant() {
         &fapi,
         &admin,
         &json!({"identifier": api_a, "name": "A", "scopes": [{"value": "a:read"}],
-                "allowed_clients": [service.id],
+                "allowed_clients": [service.id], "introspection_clients": [api_self.id],
                 "token_encryption": {"format": "compact-nested-jwe", "encryption_key": {
                     "pem": String::from_utf8(cert.to_pem().unwrap()).unwrap(),
                     "kid": "api-a-enc"}}}),
@@ -611,7 +639,10 @@ fn jwe_access_tokens_for_every_grant() {
     ] {
         assert_eq!(answer[name], claims[name], "{name}");
     }
-    // Another client learns nothing; a tampered token is unknown.
+    // The API's introspection client learns the same; another client learns nothing; a
+    // tampered token is unknown.
+    let r = api_self.post(&fapi.server, "/introspect", &pairs(&[("token", &jwe)]));
+    assert_eq!(r.json(), answer);
     let r = user_client.post(&fapi.server, "/introspect", &pairs(&[("token", &jwe)]));
     assert_eq!(r.json(), json!({"active": false}));
     let r = service.post(

@@ -9,7 +9,8 @@ use crate::resource_server::ResourceServer;
 #[derive(Debug, clap::Subcommand)]
 pub enum ResourceServersCommand {
     /// Register an API from a JSON file (identifier, name, scopes, token_lifetime, signing_alg,
-    /// allowed_clients, authorization_details, token_encryption); prints it as stored.
+    /// allowed_clients, introspection_clients, authorization_details, token_encryption); prints
+    /// it as stored.
     Create {
         #[arg(long)]
         file: std::path::PathBuf,

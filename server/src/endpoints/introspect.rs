@@ -1,10 +1,11 @@
 //! `POST /introspect` (RFC 7662): tells an authenticated client whether a token is active and
 //! what it stands for.
 //!
-//! A client learns only about its own tokens: another client's token, like an unknown, expired,
-//! revoked or unverifiable one, is `{"active": false}` (RFC 7662 §2.2 leaves the choice to the
-//! server, and saying less tells a stranger nothing). Resource servers introspecting tokens
-//! issued to others come with resource-server registration. A JWT access token is checked like
+//! A client learns about its own tokens, and a registered API's own credentials (the clients in
+//! its `introspection_clients`) about every access token issued for that API, so the API sees
+//! revocations. Any other token, like an unknown, expired, revoked or unverifiable one, is
+//! `{"active": false}` (RFC 7662 §2.2 leaves the choice to the server, and saying less tells a
+//! stranger nothing). Refresh tokens are for their client only. A JWT access token is checked like
 //! at a resource (signature, typ, iss, exp, nbf, record, revocation) except for its certificate
 //! binding: the caller is not the token's presenter, so `cnf` is reported, not checked.
 //!
@@ -79,10 +80,34 @@ async fn access_token(
         Err(e) if e.status.is_server_error() => return Err(e),
         Err(_) => return Ok(None),
     };
-    if verified.client_id != client_id {
+    if verified.client_id != client_id
+        && !introspects_for_audience(state, &verified.claims, client_id).await?
+    {
         return Ok(Some(json!({"active": false})));
     }
     Ok(Some(active_access_token(&verified.claims)))
+}
+
+/// Whether `client_id` is among the `introspection_clients` of an API the token is for (its
+/// `aud`: a string, or an array of which the first few are looked at).
+async fn introspects_for_audience(
+    state: &AppState,
+    claims: &Value,
+    client_id: &str,
+) -> Result<bool, OAuthError> {
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) => list.iter().take(4).filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    for aud in audiences {
+        if let Some(api) = state.store.get_resource_server(aud).await? {
+            if api.lets_introspect(client_id) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// The answer for an access token whose claims are `claims`.
@@ -139,7 +164,9 @@ async fn encrypted_access_token(
     };
     let now = state.now();
     let live = record.is_active(now.saturating_sub(state.clock_skew.max(0)));
-    if record.client_id != client_id || !live {
+    let may_know = record.client_id == client_id
+        || introspects_for_audience(state, &record.data, client_id).await?;
+    if !may_know || !live {
         return Ok(Some(json!({"active": false})));
     }
     Ok(Some(active_access_token(&record.data)))

@@ -89,8 +89,9 @@ impl Store {
     }
 }
 
-/// Takes `client_id` out of every API's allowed_clients (the client is being deleted: one
-/// re-created under the same id inherits nothing). Runs in the caller's transaction.
+/// Takes `client_id` out of every API's allowed_clients and introspection_clients (the client
+/// is being deleted: one re-created under the same id inherits nothing). Runs in the caller's
+/// transaction.
 pub(super) async fn forget_client(
     conn: &mut sqlx::SqliteConnection,
     client_id: &str,
@@ -100,10 +101,11 @@ pub(super) async fn forget_client(
         .await?;
     for row in &rows {
         let mut api = from_row(row)?;
-        if !api.allows_client(client_id) {
+        if !api.allows_client(client_id) && !api.lets_introspect(client_id) {
             continue;
         }
         api.allowed_clients.retain(|c| c != client_id);
+        api.introspection_clients.retain(|c| c != client_id);
         sqlx::query("UPDATE resource_servers SET metadata = $1 WHERE identifier = $2")
             .bind(serde_json::to_string(&api)?)
             .bind(&api.identifier)
@@ -219,10 +221,9 @@ mod tests {
         }))
         .unwrap();
         store.insert_client(&client, 1).await.unwrap();
-        store
-            .insert_resource_server(&api("https://api.example/a", &["c1", "c2"]), 1)
-            .await
-            .unwrap();
+        let mut a = api("https://api.example/a", &["c1", "c2"]);
+        a.introspection_clients = vec!["c1".into(), "c3".into()];
+        store.insert_resource_server(&a, 1).await.unwrap();
         assert!(store.delete_client("c1").await.unwrap());
         let a = store
             .get_resource_server("https://api.example/a")
@@ -230,5 +231,6 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(a.allowed_clients, ["c2"]);
+        assert_eq!(a.introspection_clients, ["c3"]);
     }
 }
