@@ -131,26 +131,12 @@ mod tests {
     use serde_json::json;
 
     fn request(claims: Option<Value>, acr_values: Option<&str>) -> AuthorizationRequest {
-        AuthorizationRequest {
-            client_id: "c".into(),
-            response_type: "code".into(),
-            redirect_uri: "https://c.example/cb".into(),
-            redirect_uri_defaulted: false,
-            scope: "openid".into(),
-            state: None,
-            nonce: None,
-            code_challenge: None,
-            code_challenge_method: None,
-            prompt: Vec::new(),
-            max_age: None,
-            acr_values: acr_values.map(str::to_owned),
-            claims,
-            response_mode: None,
-            login_hint: None,
-            resource: None,
-            authorization_details: None,
-            pushed: None,
-        }
+        let mut r = AuthorizationRequest::from_json(json!({"client_id": "c",
+            "response_type": "code", "redirect_uri": "https://c.example/cb", "scope": "openid"}))
+        .unwrap();
+        r.claims = claims;
+        r.acr_values = acr_values.map(str::to_owned);
+        r
     }
 
     fn supported() -> Vec<String> {

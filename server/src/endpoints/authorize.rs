@@ -459,26 +459,10 @@ mod tests {
 
     #[test]
     fn prompt_and_max_age_decide_whether_to_sign_in_again() {
-        let mut r = AuthorizationRequest {
-            client_id: "c".into(),
-            response_type: "code".into(),
-            redirect_uri: "https://rp.example/cb".into(),
-            redirect_uri_defaulted: false,
-            scope: "openid".into(),
-            state: None,
-            nonce: None,
-            code_challenge: Some("x".into()),
-            code_challenge_method: Some("S256".into()),
-            prompt: vec![],
-            max_age: None,
-            acr_values: None,
-            claims: None,
-            response_mode: None,
-            login_hint: None,
-            resource: None,
-            authorization_details: None,
-            pushed: None,
-        };
+        let mut r = AuthorizationRequest::from_json(serde_json::json!({"client_id": "c",
+            "response_type": "code", "redirect_uri": "https://rp.example/cb", "scope": "openid",
+            "code_challenge": "x", "code_challenge_method": "S256"}))
+        .unwrap();
         assert!(!must_sign_in(&r, &signed_in(0), 10_000));
         r.max_age = Some(100);
         assert!(!must_sign_in(&r, &signed_in(1000), 1100));
