@@ -18,7 +18,7 @@
 //! - Request: `op u8 (1 sign-digest, 2 decrypt) | alg u8 | id length u8 | id | payload`.
 //! - Response: `0 | payload` or `1 | error kind u8 | UTF-8 message`.
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -69,13 +69,8 @@ fn decrypt_alg_from(c: u8) -> Option<DecryptAlg> {
 }
 
 fn write_frame(w: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<()> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let len = u32::try_from(len).map_err(|_| std::io::Error::other("frame too large"))?;
-    let mut buf = Zeroizing::new(Vec::with_capacity(4 + len as usize));
-    buf.extend_from_slice(&len.to_le_bytes());
-    for p in parts {
-        buf.extend_from_slice(p);
-    }
+    let mut buf = Zeroizing::new(Vec::new());
+    push_frame(&mut buf, parts)?;
     w.write_all(&buf)?;
     w.flush()
 }
@@ -147,10 +142,10 @@ fn decode_response(body: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
 /// The child side: opens the token named in the first frame and serves requests until the parent
 /// closes the pipe. Logs go to standard error; standard output carries only frames.
 pub fn serve_stdio() -> Result<()> {
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let (mut input, mut output) = (stdin.lock(), stdout.lock());
     let io_err = |e: std::io::Error| Error::Worker(e.to_string());
+    // A buffer of our own, to see whether more requests have already arrived.
+    let mut input = BufReader::with_capacity(1 << 16, std::io::stdin());
+    let mut output = unbuffered_stdout().map_err(io_err)?;
 
     let hello = read_frame(&mut input)
         .map_err(io_err)?
@@ -175,12 +170,54 @@ pub fn serve_stdio() -> Result<()> {
         }
     };
 
+    // The parent writes a batch of requests at once; its answers go back at once too, when no
+    // further whole request is waiting. An answer per write woke the parent's thread once per
+    // signature, and on a machine where both share the cores that wake-up preempted this
+    // process in the middle of the batch.
+    let mut answers = Zeroizing::new(Vec::new());
     while let Some(req) = read_frame(&mut input).map_err(io_err)? {
         let result = handle(&mut session, &req);
         let (head, body) = encode_result(&result);
-        write_frame(&mut output, &[&head, &body]).map_err(io_err)?;
+        push_frame(&mut answers, &[&head, &body]).map_err(io_err)?;
+        if !holds_whole_frame(input.buffer()) {
+            output.write_all(&answers).map_err(io_err)?;
+            answers.clear();
+        }
     }
     Ok(())
+}
+
+/// Standard output without std's line buffering: answers are binary, and a newline byte in a
+/// batch would split its write in two.
+#[cfg(unix)]
+fn unbuffered_stdout() -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    Ok(std::io::stdout().as_fd().try_clone_to_owned()?.into())
+}
+
+#[cfg(windows)]
+fn unbuffered_stdout() -> std::io::Result<std::fs::File> {
+    use std::os::windows::io::AsHandle;
+    Ok(std::io::stdout().as_handle().try_clone_to_owned()?.into())
+}
+
+/// Appends one frame (length, then `parts`) to `buf`.
+fn push_frame(buf: &mut Vec<u8>, parts: &[&[u8]]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).map_err(|_| std::io::Error::other("frame too large"))?;
+    buf.extend_from_slice(&len.to_le_bytes());
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    Ok(())
+}
+
+/// Whether `buf` starts with a whole frame, so reading it will not wait for the pipe.
+fn holds_whole_frame(buf: &[u8]) -> bool {
+    match buf.first_chunk::<4>() {
+        Some(len) => buf.len() - 4 >= u32::from_le_bytes(*len) as usize,
+        None => false,
+    }
 }
 
 fn handle(session: &mut crate::session::TokenSession, req: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
@@ -246,7 +283,8 @@ pub(crate) struct WorkerProcess {
     child: Child,
     /// `None` once closed, which tells the child to exit.
     stdin: Option<ChildStdin>,
-    stdout: ChildStdout,
+    /// Buffered: the answers to a batch arrive in one write, and are read in one call.
+    stdout: BufReader<ChildStdout>,
 }
 
 impl WorkerProcess {
@@ -281,7 +319,7 @@ impl WorkerProcess {
         let mut w = WorkerProcess {
             child,
             stdin: Some(stdin),
-            stdout,
+            stdout: BufReader::with_capacity(1 << 16, stdout),
         };
         let module_bytes = module.to_string_lossy().into_owned().into_bytes();
         w.write(&[&module_bytes, &[0], label.as_bytes(), &[0], &pin_bytes])?;
@@ -384,6 +422,20 @@ mod tests {
         assert!(read_frame(&mut r).unwrap().is_none());
         let huge = (MAX_FRAME as u32 + 1).to_le_bytes();
         assert!(read_frame(&mut &huge[..]).is_err());
+    }
+
+    #[test]
+    fn answers_wait_only_for_requests_already_whole_in_the_buffer() {
+        let mut two = Vec::new();
+        push_frame(&mut two, &[b"abc"]).unwrap();
+        push_frame(&mut two, &[b""]).unwrap();
+        assert!(holds_whole_frame(&two));
+        assert!(holds_whole_frame(&two[7..]), "an empty frame is whole");
+        // Nothing, part of a length, or part of a body: reading would wait for the pipe, so the
+        // answers so far must go first.
+        assert!(!holds_whole_frame(&[]));
+        assert!(!holds_whole_frame(&two[..3]));
+        assert!(!holds_whole_frame(&two[..6]));
     }
 
     #[test]
