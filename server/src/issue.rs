@@ -61,7 +61,7 @@ pub async fn access_token(
     req: &AccessTokenRequest<'_>,
 ) -> Result<IssuedToken, OAuthError> {
     let now = state.now();
-    let jti = crate::store::random_id()?;
+    let jti = crate::store::time_ordered_id(now)?;
     let (audience, lifetime) = match req.api {
         Some(api) => (
             api.identifier.as_str(),

@@ -312,6 +312,16 @@ pub fn random_id() -> Result<String> {
     random_string(32)
 }
 
+/// A fresh identifier that sorts by its creation second: 11 hex digits of `now`, then 192
+/// random bits (43 URL-safe characters, as [`random_id`]). For rows written on the hot path
+/// and looked up by this identifier: their index grows at its end, so the rows of one commit
+/// share a page or two instead of dirtying a random page each. Not for secrets: the time is
+/// in the clear.
+pub fn time_ordered_id(now: i64) -> Result<String> {
+    let seconds = u64::try_from(now).unwrap_or(0);
+    Ok(format!("{seconds:011x}{}", random_string(24)?))
+}
+
 /// What the database keeps of a bearer secret: its SHA-256, URL-safe base64.
 fn hash_secret(secret: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
@@ -372,6 +382,22 @@ mod tests {
         );
         assert_eq!(hash_secret("x"), hash_secret("x"));
         assert_ne!(hash_secret("x"), "x");
+    }
+
+    #[test]
+    fn time_ordered_ids_sort_by_their_second_and_stay_unique_within_it() {
+        let now = 1_790_000_000;
+        let (a, b) = (time_ordered_id(now).unwrap(), time_ordered_id(now).unwrap());
+        let later = time_ordered_id(now + 1).unwrap();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(a < later && b < later, "{a} {b} {later}");
+        // Hex prefixes of a fixed width keep the order across a change of digit count.
+        assert!(time_ordered_id(0x10).unwrap() > time_ordered_id(0x9).unwrap());
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
     }
 
     #[tokio::test]
