@@ -18,11 +18,11 @@
 //! - Request: `op u8 (1 sign-digest, 2 decrypt) | alg u8 | id length u8 | id | payload`.
 //! - Response: `0 | payload` or `1 | error kind u8 | UTF-8 message`.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
@@ -143,8 +143,9 @@ fn decode_response(body: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
 /// closes the pipe. Logs go to standard error; standard output carries only frames.
 pub fn serve_stdio() -> Result<()> {
     let io_err = |e: std::io::Error| Error::Worker(e.to_string());
-    // A buffer of our own, to see whether more requests have already arrived.
-    let mut input = BufReader::with_capacity(1 << 16, std::io::stdin());
+    // A buffer of our own, to see whether more requests have already arrived (and to wipe the
+    // PIN's frame once read).
+    let mut input = FrameReader::new(std::io::stdin());
     let mut output = unbuffered_stdout().map_err(io_err)?;
 
     let hello = read_frame(&mut input)
@@ -179,9 +180,10 @@ pub fn serve_stdio() -> Result<()> {
         let result = handle(&mut session, &req);
         let (head, body) = encode_result(&result);
         push_frame(&mut answers, &[&head, &body]).map_err(io_err)?;
-        if !holds_whole_frame(input.buffer()) {
+        if !holds_whole_frame(input.buffered()) {
             output.write_all(&answers).map_err(io_err)?;
-            answers.clear();
+            // Answers may be decrypted keys.
+            answers.zeroize();
         }
     }
     Ok(())
@@ -210,6 +212,53 @@ fn push_frame(buf: &mut Vec<u8>, parts: &[&[u8]]) -> std::io::Result<()> {
         buf.extend_from_slice(p);
     }
     Ok(())
+}
+
+/// A buffered reader that wipes what it has handed out: frames carry the PIN one way and
+/// decrypted keys the other, and std's `BufReader` would keep a copy until overwritten.
+struct FrameReader<R> {
+    inner: R,
+    buf: Zeroizing<Vec<u8>>,
+    /// `buf[pos..end]` has arrived and not been read yet.
+    pos: usize,
+    end: usize,
+}
+
+impl<R: Read> FrameReader<R> {
+    fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            buf: Zeroizing::new(vec![0; 1 << 16]),
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    /// What has arrived and not been read yet.
+    fn buffered(&self) -> &[u8] {
+        self.buf.get(self.pos..self.end).unwrap_or_default()
+    }
+}
+
+impl<R: Read> Read for FrameReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+            self.end = self.inner.read(&mut self.buf)?;
+        }
+        let n = self.buffered().len().min(out.len());
+        if let (Some(src), Some(dst)) = (self.buf.get(self.pos..self.pos + n), out.get_mut(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.pos += n;
+        if self.pos == self.end
+            && let Some(read) = self.buf.get_mut(..self.end)
+        {
+            read.zeroize();
+        }
+        Ok(n)
+    }
 }
 
 /// Whether `buf` starts with a whole frame, so reading it will not wait for the pipe.
@@ -284,7 +333,7 @@ pub(crate) struct WorkerProcess {
     /// `None` once closed, which tells the child to exit.
     stdin: Option<ChildStdin>,
     /// Buffered: the answers to a batch arrive in one write, and are read in one call.
-    stdout: BufReader<ChildStdout>,
+    stdout: FrameReader<ChildStdout>,
 }
 
 impl WorkerProcess {
@@ -319,7 +368,7 @@ impl WorkerProcess {
         let mut w = WorkerProcess {
             child,
             stdin: Some(stdin),
-            stdout: BufReader::with_capacity(1 << 16, stdout),
+            stdout: FrameReader::new(stdout),
         };
         let module_bytes = module.to_string_lossy().into_owned().into_bytes();
         w.write(&[&module_bytes, &[0], label.as_bytes(), &[0], &pin_bytes])?;
@@ -436,6 +485,26 @@ mod tests {
         assert!(!holds_whole_frame(&[]));
         assert!(!holds_whole_frame(&two[..3]));
         assert!(!holds_whole_frame(&two[..6]));
+    }
+
+    #[test]
+    fn the_frame_reader_wipes_what_it_has_handed_out() {
+        let mut wire = Vec::new();
+        push_frame(&mut wire, &[b"secret key"]).unwrap();
+        push_frame(&mut wire, &[b"next"]).unwrap();
+        let mut r = FrameReader::new(&wire[..]);
+        assert_eq!(
+            read_frame(&mut r).unwrap().unwrap().as_slice(),
+            b"secret key"
+        );
+        assert!(holds_whole_frame(r.buffered()));
+        assert_eq!(read_frame(&mut r).unwrap().unwrap().as_slice(), b"next");
+        assert!(r.buffered().is_empty());
+        assert!(
+            r.buf.iter().all(|&b| b == 0),
+            "read bytes left in the buffer"
+        );
+        assert!(read_frame(&mut r).unwrap().is_none());
     }
 
     #[test]
