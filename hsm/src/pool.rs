@@ -22,8 +22,10 @@
 //! fails too, only that job fails; the worker goes on serving the queue.
 //!
 //! Dropping the pool closes the queue; workers finish the jobs already queued, close their
-//! sessions (or end their processes) and exit on their own. Dropping never blocks, so it is safe
-//! inside an async task; [`SigningPool::shutdown`] does the same and waits for the workers.
+//! sessions (or end their processes) and exit. Dropping a pool of threads waits for them to
+//! close their sessions (a session closing while the process exits can crash the PKCS#11
+//! library); dropping a pool of processes never blocks. [`SigningPool::shutdown`] closes the
+//! queue and waits for every worker, of either kind.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -326,9 +328,19 @@ impl SigningPool {
 
 impl Drop for SigningPool {
     fn drop(&mut self) {
-        // Closing the queue ends each worker's loop once the queued jobs are done; the workers
-        // are not joined here, so that dropping the pool never blocks an async runtime.
+        // Closing the queue ends each worker's loop once the queued jobs are done.
         self.queue = None;
+        // Worker threads close PKCS#11 sessions of this process on their way out. Left to do it
+        // on their own, one may still be inside the library when the process exits and tears
+        // it down: SoftHSM2 then crashes (a test process that had passed died of SIGSEGV in
+        // CI). So a pool of threads waits for them; they need nothing from any async runtime,
+        // so this cannot deadlock one. The threads of worker processes touch no PKCS#11 library
+        // here and are left to reap their children on their own, which may take a moment.
+        if self.config.mode == WorkerMode::Threads {
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
     }
 }
 
