@@ -39,13 +39,12 @@ pub async fn token(req: ClientRequest, body: Body) -> Response {
 async fn handle(
     state: &AppState,
     client: &Client,
-    authenticated: &AuthenticatedClient,
+    auth: &AuthenticatedClient,
     form: &Form,
 ) -> Result<Response, OAuthError> {
     // Each grant's future is boxed: inline, the largest (5 KB) sized this future, and every
     // future wrapped around it on the way to axum (26 KB in all, allocated and copied whole
     // for every request).
-    let auth = authenticated;
     match form.get("grant_type") {
         None => Err(OAuthError::invalid_request("grant_type is required")),
         Some("client_credentials") => {
