@@ -19,6 +19,7 @@ mod consents;
 mod interactions;
 mod jti;
 mod par;
+mod reader;
 mod resource_servers;
 mod sessions;
 mod tokens;
@@ -177,6 +178,8 @@ pub struct Store {
     pool: SqlitePool,
     /// The group-commit writer of the hot path's writes.
     writer: writer::Writer,
+    /// Connections for the hot path's reads, on the calling thread.
+    readers: std::sync::Arc<reader::Readers>,
 }
 
 impl Store {
@@ -210,7 +213,12 @@ impl Store {
         // argon2 verification, like a known one.
         tokio::task::spawn_blocking(users::dummy_hash).await?;
         let writer = writer::Writer::start(&path)?;
-        Ok(Store { pool, writer })
+        let readers = std::sync::Arc::new(reader::Readers::new(&path));
+        Ok(Store {
+            pool,
+            writer,
+            readers,
+        })
     }
 
     #[cfg(test)]

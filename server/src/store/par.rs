@@ -1,7 +1,7 @@
 //! RFC 9126 pushed authorization requests: the parameters a client pushed, under a one-time
 //! `request_uri`.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, Store, StoreError, hash_secret, random_id};
 
@@ -46,15 +46,15 @@ impl Store {
         now: i64,
     ) -> Result<Option<PushedRequest>> {
         let handle = hash_secret(request_uri);
-        let params: Option<String> = sqlx::query_scalar(
-            "SELECT params FROM par_requests \
-             WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3",
-        )
-        .bind(&handle)
-        .bind(client_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        let (h, client_id) = (handle.as_str(), client_id);
+        let params: Option<String> = self.readers.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT params FROM par_requests \
+                 WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3",
+            )?
+            .query_row(params![h, client_id, now], |r| r.get(0))
+            .optional()?)
+        })?;
         match params {
             Some(p) => Ok(Some(PushedRequest {
                 params: serde_json::from_str(&p)?,

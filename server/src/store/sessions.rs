@@ -5,7 +5,7 @@
 //! A sign-in opens a new session and ends the one the browser presented, if any
 //! ([`Store::end_login_session`]): a session id is never carried across a sign-in.
 
-use sqlx::Row;
+use rusqlite::{OptionalExtension, named_params};
 
 use super::interactions::SignedIn;
 use super::{Result, Store, hash_secret, random_id};
@@ -47,33 +47,36 @@ impl Store {
         resource: &str,
         now: i64,
     ) -> Result<Option<(SignedIn, Vec<String>)>> {
-        let row = sqlx::query(
-            "SELECT s.user_id, s.auth_time, s.acr, c.scope FROM login_sessions s \
-             LEFT JOIN consents c \
-             ON c.user_id = s.user_id AND c.client_id = $3 AND c.resource = $4 \
-             WHERE s.id_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(hash_secret(id))
-        .bind(now)
-        .bind(client_id)
-        .bind(resource)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let scope: Option<String> = r.try_get("scope")?;
+        let id_hash = hash_secret(id);
+        let row: Option<(SignedIn, Option<String>)> = self.readers.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT s.user_id, s.auth_time, s.acr, c.scope FROM login_sessions s \
+                 LEFT JOIN consents c \
+                 ON c.user_id = s.user_id AND c.client_id = $3 AND c.resource = $4 \
+                 WHERE s.id_hash = $1 AND s.expires_at > $2",
+            )?
+            // By name: SQLite numbers `$n` parameters in their order of appearance, not by n.
+            .query_row(
+                named_params! {"$1": id_hash, "$2": now, "$3": client_id, "$4": resource},
+                |r| {
+                    let user = SignedIn {
+                        user_id: r.get(0)?,
+                        auth_time: r.get(1)?,
+                        acr: r.get(2)?,
+                    };
+                    Ok((user, r.get(3)?))
+                },
+            )
+            .optional()?)
+        })?;
+        Ok(row.map(|(user, scope)| {
             let granted = scope
                 .unwrap_or_default()
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect();
-            let user = SignedIn {
-                user_id: r.try_get("user_id")?,
-                auth_time: r.try_get("auth_time")?,
-                acr: r.try_get("acr")?,
-            };
-            Ok((user, granted))
-        })
-        .transpose()
+            (user, granted)
+        }))
     }
 }
 
