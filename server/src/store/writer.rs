@@ -12,9 +12,10 @@
 //! group was BEGIN, its statements and COMMIT, each a round trip, and the profile of the token
 //! endpoint showed more time in those switches than in SQLite. Here the statements run where
 //! the connection lives: a caller's write costs one hand-off to this thread and one back. The
-//! statements are prepared once and cached. Reads, migrations and the rare writes of the
-//! management API still go through sqlx's pool; they share the database file (WAL: readers
-//! never block this writer, and other writers wait out its lock within the busy timeout).
+//! statements are prepared once and cached. The hot path's reads run on their caller's thread
+//! (`reader.rs`); other reads, migrations and the rare writes of the management API go through
+//! sqlx's pool. All share the database file (WAL: readers never block this writer, and other
+//! writers wait out its lock within the busy timeout).
 //!
 //! What does not change with grouping: each write is its own statement(s) with its own answer
 //! (`UPDATE … RETURNING`, `INSERT … ON CONFLICT DO NOTHING`), so single use is still decided by
