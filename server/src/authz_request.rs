@@ -193,7 +193,25 @@ pub fn ensure_registered(client: &Client, uri: &str) -> Result<(), OAuthError> {
 /// Whether a request not yet validated asks for its response in the fragment (so that its
 /// errors go there too).
 pub fn wants_fragment(params: &Form) -> bool {
-    params.get("response_type") == Some(HYBRID) || params.get("response_mode") == Some("fragment")
+    params
+        .get("response_type")
+        .map(canonical_response_type)
+        .as_deref()
+        == Some(HYBRID)
+        || params.get("response_mode") == Some("fragment")
+}
+
+/// RFC 6749 §3.1.1: a response_type of several values is a set, in any order. Its values in the
+/// order this server names them (`code id_token`); a single value as sent.
+fn canonical_response_type(sent: &str) -> std::borrow::Cow<'_, str> {
+    let mut values: Vec<&str> = sent.split(' ').collect();
+    values.sort_unstable();
+    let joined = values.join(" ");
+    if joined == sent {
+        std::borrow::Cow::Borrowed(sent)
+    } else {
+        std::borrow::Cow::Owned(joined)
+    }
 }
 
 /// The `state` to send back with an error, when it is within limits.
@@ -231,9 +249,12 @@ pub fn validate(
         .transpose()?;
 
     let policy = Policy::of(client);
-    let response_type = params
-        .get("response_type")
-        .ok_or_else(|| OAuthError::invalid_request("response_type is required"))?;
+    let response_type = canonical_response_type(
+        params
+            .get("response_type")
+            .ok_or_else(|| OAuthError::invalid_request("response_type is required"))?,
+    );
+    let response_type = response_type.as_ref();
     let allowed = match policy.response_types() {
         Some(level) => level.contains(&response_type),
         None => client.response_types.iter().any(|r| r == response_type),
@@ -672,6 +693,31 @@ mod tests {
         assert_eq!(
             code_of(parse(&hybrid_only, &form(&[("scope", "openid")], &[]))),
             "unsupported_response_type"
+        );
+        // The values of a response_type are a set (RFC 6749 §3.1.1): either order is the same.
+        let reversed = [
+            ("scope", "openid"),
+            ("response_type", "id_token code"),
+            ("response_mode", "fragment"),
+            ("nonce", "n-1"),
+        ];
+        let r = parse(&hybrid_only, &form(&reversed, &[])).unwrap();
+        assert_eq!(r.response_type, HYBRID);
+        assert!(wants_fragment(&form(
+            &[("response_type", "id_token code")],
+            &[]
+        )));
+        assert!(!wants_fragment(&form(&[("response_type", "code")], &[])));
+        assert_eq!(
+            code_of(parse(
+                &hybrid_only,
+                &form(
+                    &[("response_type", "id_token  code"), ("nonce", "n-1")],
+                    &[]
+                )
+            )),
+            "unsupported_response_type",
+            "a value is not an empty string"
         );
     }
 
