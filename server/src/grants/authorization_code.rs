@@ -70,7 +70,6 @@ pub async fn grant(
             scope: &g.scope,
             cnf_x5t_s256: cnf.as_deref(),
             nonce: g.nonce.as_deref(),
-            code: Some(code),
             api: api.as_ref(),
             authorization_details: details.as_deref(),
         },

@@ -65,8 +65,6 @@ pub struct UserGrant<'a> {
     pub cnf_x5t_s256: Option<&'a str>,
     /// For the ID token: the authorization request's nonce (a code exchange only).
     pub nonce: Option<&'a str>,
-    /// For the ID token's c_hash (a code exchange only).
-    pub code: Option<&'a str>,
     /// The registered API the grant is for ([`grant_api`]); `None`: the server's own endpoints.
     pub api: Option<&'a ResourceServer>,
     /// RFC 9396: the approved details this token carries (all of the grant's, or the subset the
@@ -75,7 +73,10 @@ pub struct UserGrant<'a> {
 }
 
 /// The token response for a user's grant: an access token for our own endpoints (or for the
-/// grant's API) and, when `openid` is in scope, an ID token whose at_hash covers it.
+/// grant's API) and, when `openid` is in scope, an ID token whose at_hash covers it. The ID token
+/// has no `c_hash`: OpenID Connect Core §3.3.3.6 lets the token endpoint omit it (and §3.1.3.6
+/// has none), and the FAPI conformance suite warns on it; only the hybrid flow's front-channel ID
+/// token carries one. `s_hash` (FAPI 1) is the grant's, as computed at the authorization.
 pub async fn user_tokens(
     state: &AppState,
     client: &Client,
@@ -118,7 +119,7 @@ pub async fn user_tokens(
                 nonce: u.nonce,
                 acr: g.acr.as_deref(),
                 access_token: Some(&access.token),
-                code: u.code,
+                code: None,
                 s_hash: g.s_hash.as_deref(),
             },
         )

@@ -81,7 +81,6 @@ pub async fn grant(
             scope: &scope,
             cnf_x5t_s256: cnf.as_deref(),
             nonce: None,
-            code: None,
             api: api.as_ref(),
             authorization_details: details.as_deref(),
         },
