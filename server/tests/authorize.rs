@@ -3,7 +3,9 @@
 //! `iss` (RFC 9207) — driven like a browser over real HTTPS, with the cookies carried by hand.
 //! Then the front channel's defences: failed logins per interaction, the bound on concurrent
 //! password checks, POST /authorize, the interaction and session rotated at sign-in, and the
-//! server's own failures answered to the client once its redirect_uri is trusted.
+//! server's own failures answered to the client once its redirect_uri is trusted. Last, the
+//! login page's Cancel: `access_denied` with `state` and `iss` (query or fragment), the same
+//! CSRF checks as a sign-in, and a cancelled interaction that nothing can use again.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -1423,4 +1425,259 @@ fn phone_and_address_are_standard_scopes() {
         &[("scope", "openid accounts"), ("state", "pb")],
     ));
     assert_eq!(rp.error_of(&resp, Some("pb")), "invalid_scope");
+}
+
+// ---- Cancel on the login page ----------------------------------------------------------------
+
+/// The login page's Cancel form: its fields, as the page renders them.
+fn cancel_form(login: &Resp) -> [(&'static str, String); 2] {
+    assert!(
+        login
+            .body
+            .contains("<button type=\"submit\" name=\"decision\" value=\"cancel\">Cancel</button>"),
+        "{}",
+        login.body
+    );
+    [("decision", "cancel".to_owned()), ("csrf", login.csrf())]
+}
+
+fn fields<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The fragment of a redirect to the client, as a map.
+fn client_fragment(resp: &Resp) -> HashMap<String, String> {
+    let url = url::Url::parse(resp.location()).unwrap();
+    url::form_urlencoded::parse(url.fragment().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+#[test]
+fn cancel_on_the_login_page_sends_access_denied_with_state_and_iss() {
+    let server = start();
+    let rp = rp_for(
+        &server,
+        json!({"response_types": ["code", "code id_token"]}),
+    );
+    add_user(&server, "alice", "correct horse battery");
+
+    // The conformance suite's order: a happy flow first, so the consent is remembered and a
+    // sign-in alone would go straight back with a code.
+    let mut browser = Browser::new(server.port);
+    let uri = rp.push(&[("state", Some("happy"))]);
+    browser.get(&rp.authorize_path(&uri));
+    let resp = sign_in(&mut browser, "correct horse battery");
+    let consent = browser.follow(&resp);
+    let resp = browser.post(
+        "/authorize/consent",
+        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
+    );
+    rp.code_of(&resp, CB, "happy");
+
+    // Cookies cleared, a pushed request, the login page: Cancel, with no username or password.
+    let mut browser = Browser::new(server.port);
+    let uri = rp.push(&[("state", Some("cancel-1"))]);
+    let resp = browser.get(&rp.authorize_path(&uri));
+    let login = browser.follow(&resp);
+    login.assert_page(200);
+    let cancel = cancel_form(&login);
+    let resp = browser.post("/authorize/login", &fields(&cancel));
+    assert_eq!(rp.error_of(&resp, Some("cancel-1")), "access_denied");
+    assert!(
+        resp.location().starts_with(&format!("{CB}?")),
+        "in the query"
+    );
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
+    assert!(
+        !browser.has(INTERACTION),
+        "the interaction cookie is cleared"
+    );
+    assert!(!browser.has(SESSION), "nobody signed in");
+    assert_eq!(
+        sql_count(&server, "SELECT COUNT(*) FROM authorization_codes"),
+        1,
+        "only the happy flow's code"
+    );
+
+    // A plain request whose redirect_uri has a query: kept, and added to.
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(server.port);
+    browser.get(&plain_path(
+        &rp.client_id,
+        &challenge,
+        &[("redirect_uri", CB_WITH_QUERY), ("state", "cancel-2")],
+    ));
+    let login = browser.get("/authorize/login");
+    let resp = browser.post("/authorize/login", &fields(&cancel_form(&login)));
+    assert!(
+        resp.location().starts_with(CB_WITH_QUERY),
+        "{}",
+        resp.location()
+    );
+    let q = resp.client_query();
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "cancel-2");
+    assert_eq!(q["iss"], rp.issuer());
+    assert_eq!(q["tenant"], "a b");
+
+    // The hybrid flow: in the fragment, as its every answer (OpenID Connect Core §3.3.2.5).
+    let mut browser = Browser::new(server.port);
+    let resp = browser.get(&plain_path(
+        &rp.client_id,
+        &challenge,
+        &[
+            ("response_type", "code id_token"),
+            ("nonce", "n-hybrid"),
+            ("state", "cancel-3"),
+        ],
+    ));
+    assert_eq!(resp.location(), "/authorize/login");
+    let login = browser.follow(&resp);
+    let resp = browser.post("/authorize/login", &fields(&cancel_form(&login)));
+    let location = resp.location();
+    assert!(location.starts_with(&format!("{CB}#")), "{location}");
+    let f = client_fragment(&resp);
+    assert_eq!(f["error"], "access_denied", "{location}");
+    assert_eq!(f["state"], "cancel-3");
+    assert_eq!(f["iss"], rp.issuer());
+    assert!(f.contains_key("error_description"));
+    assert!(!f.contains_key("code") && !f.contains_key("id_token"));
+}
+
+#[test]
+fn a_cancel_without_the_right_csrf_token_or_cookie_is_refused() {
+    let server = start();
+    let rp = rp_for(&server, json!({}));
+    add_user(&server, "alice", "correct horse battery");
+    let mut browser = Browser::new(server.port);
+    let uri = rp.push(&[("state", Some("csrf-1"))]);
+    let resp = browser.get(&rp.authorize_path(&uri));
+    let login = browser.follow(&resp);
+    let cancel = cancel_form(&login);
+    let csrf = cancel[1].1.clone();
+
+    // No token, a forged one, another interaction's, a repeated field, or no interaction
+    // cookie: error pages, never a redirect to the client.
+    let mut other_tab = Browser::new(server.port);
+    let resp = other_tab.get(&rp.authorize_path(&uri));
+    let other_csrf = other_tab.follow(&resp).csrf();
+    assert_ne!(other_csrf, csrf);
+    for form in [
+        vec![("decision", "cancel")],
+        vec![("decision", "cancel"), ("csrf", "")],
+        vec![
+            ("decision", "cancel"),
+            ("csrf", "forged-csrf-token-forged-csrf-token-forged"),
+        ],
+        vec![("decision", "cancel"), ("csrf", other_csrf.as_str())],
+        vec![
+            ("decision", "cancel"),
+            ("decision", "cancel"),
+            ("csrf", csrf.as_str()),
+        ],
+        vec![("decision", "deny"), ("csrf", csrf.as_str())],
+    ] {
+        let resp = browser.post("/authorize/login", &form);
+        resp.assert_error_page("invalid_request");
+        assert!(browser.has(INTERACTION), "{form:?}");
+    }
+    Browser::new(server.port)
+        .post("/authorize/login", &fields(&cancel))
+        .assert_error_page("invalid_request");
+
+    // None of them touched the interaction: the page is still there, and its Cancel works.
+    let login = browser.get("/authorize/login");
+    login.assert_page(200);
+    assert_eq!(login.csrf(), csrf);
+    let resp = browser.post("/authorize/login", &fields(&cancel));
+    assert_eq!(rp.error_of(&resp, Some("csrf-1")), "access_denied");
+    // And the other tab's interaction is its own: still alive.
+    other_tab.get("/authorize/login").assert_page(200);
+}
+
+#[test]
+fn a_cancelled_interaction_cannot_be_used_again() {
+    let server = start();
+    let rp = rp_for(&server, json!({}));
+    add_user(&server, "alice", "correct horse battery");
+    let mut browser = Browser::new(server.port);
+    let uri = rp.push(&[("state", Some("once"))]);
+    let resp = browser.get(&rp.authorize_path(&uri));
+    let login = browser.follow(&resp);
+    let cancel = cancel_form(&login);
+    let cookie = browser.cookies[INTERACTION].clone();
+    let resp = browser.post("/authorize/login", &fields(&cancel));
+    assert_eq!(rp.error_of(&resp, Some("once")), "access_denied");
+
+    // Whoever still holds the cookie and the token: a second cancel, the right password, the
+    // pages, the consent post — error pages, nothing at the client, no session.
+    let mut replay = browser_with(server.port, INTERACTION, &cookie);
+    replay
+        .post("/authorize/login", &fields(&cancel))
+        .assert_error_page("invalid_request");
+    replay
+        .post(
+            "/authorize/login",
+            &[
+                ("username", "alice"),
+                ("password", "correct horse battery"),
+                ("csrf", cancel[1].1.as_str()),
+            ],
+        )
+        .assert_error_page("invalid_request");
+    replay
+        .get("/authorize/login")
+        .assert_error_page("invalid_request");
+    replay
+        .get("/authorize/consent")
+        .assert_error_page("invalid_request");
+    replay
+        .post(
+            "/authorize/consent",
+            &[("decision", "approve"), ("csrf", cancel[1].1.as_str())],
+        )
+        .assert_error_page("invalid_request");
+    assert!(!replay.has(SESSION));
+    assert_eq!(
+        sql_count(&server, "SELECT COUNT(*) FROM interactions"),
+        0,
+        "the interaction row is gone"
+    );
+    assert_eq!(
+        sql_count(&server, "SELECT COUNT(*) FROM authorization_codes"),
+        0
+    );
+
+    // As with Deny on the consent page, a refusal authorizes nothing and so does not spend the
+    // pushed request: it starts a new interaction (and only that one can yield its code).
+    let mut again = Browser::new(server.port);
+    let resp = again.get(&rp.authorize_path(&uri));
+    assert_eq!(resp.location(), "/authorize/login");
+    let resp = sign_in(&mut again, "correct horse battery");
+    let consent = again.follow(&resp);
+    let resp = again.post(
+        "/authorize/consent",
+        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
+    );
+    rp.code_of(&resp, CB, "once");
+
+    // A signed-in interaction (the user came back to the login page from consent) can be
+    // cancelled too, with the token the login page now shows, and only once.
+    let mut browser = Browser::new(server.port);
+    let uri = rp.push(&[
+        ("state", Some("after-sign-in")),
+        ("prompt", Some("consent")),
+    ]);
+    browser.get(&rp.authorize_path(&uri));
+    let resp = sign_in(&mut browser, "correct horse battery");
+    assert_eq!(resp.location(), "/authorize/consent");
+    let login = browser.get("/authorize/login");
+    let cancel = cancel_form(&login);
+    let resp = browser.post("/authorize/login", &fields(&cancel));
+    assert_eq!(rp.error_of(&resp, Some("after-sign-in")), "access_denied");
+    assert!(!browser.has(INTERACTION) && browser.has(SESSION));
+    browser
+        .get("/authorize/consent")
+        .assert_error_page("invalid_request");
 }

@@ -8,6 +8,10 @@
 //!     └──(session + remembered consent)──> 303 redirect_uri?code=…&state=…&iss=…  <──────────┘
 //! ```
 //!
+//! The user can refuse on either page: Cancel on the login page, Deny on the consent page.
+//! Both consume the interaction and send `access_denied` back the way every other error goes
+//! ([`denied`]).
+//!
 //! Between the steps the browser holds an *interaction* ([`cookies`]): a database row with the
 //! validated request, a CSRF token the forms must echo ([`page_form`]), and, after sign-in, who
 //! signed in. Signing in gives the interaction a new id ([`login`]); the consent step
@@ -19,7 +23,8 @@
 //! reload, a second tab or a link scanner fetching the URL must not break the flow. It is spent
 //! at the point of authorization, by the write that issues the code (or, on the consent page,
 //! just before the approval is recorded), so one request_uri yields at most one code (FAPI 2.0
-//! SP §5.3.2.2; RFC 9126 §4).
+//! SP §5.3.2.2; RFC 9126 §4). A refusal (Cancel or Deny) authorizes nothing and so does not
+//! spend it: it lasts until it expires or yields a code, as after a visit.
 //!
 //! Errors that cannot be trusted to the client — an unknown client, a redirect_uri it did not
 //! register, a used or expired request_uri, a form without the right cookie and CSRF token — are
@@ -351,7 +356,8 @@ async fn issue_code(
     if !request.is_hybrid() {
         return Ok(back.code(&issued.code, None));
     }
-    // OpenID Connect Core §3.3.2.11; FAPI 1 Advanced §5.2.2.1: c_hash, s_hash and nonce.
+    // OpenID Connect Core §3.3.2.11; FAPI 1 Advanced §5.2.2.1: c_hash, s_hash and nonce. The
+    // only ID token with a c_hash: the token endpoint's omits it (`grants::user_tokens`).
     let id_token = issue::id_token(
         state,
         client,
@@ -427,6 +433,19 @@ fn spent_or(back: ToClient<'_>, e: StoreError) -> Stop {
         StoreError::RequestUriSpent => page(e),
         e => back.fail(e),
     }
+}
+
+/// The user's refusal — Cancel on the login page, Deny on the consent page — once the caller
+/// has consumed the interaction: `access_denied` (RFC 6749 §4.1.2.1, OpenID Connect Core
+/// §3.1.2.6) back to the client with `state` and `iss`, in the fragment for the hybrid flow.
+/// The caller clears the interaction cookie. A pushed request is left unspent (see the module
+/// documentation).
+fn denied(back: ToClient<'_>) -> Response {
+    back.error(&OAuthError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::AccessDenied,
+        "the user denied the request",
+    ))
 }
 
 fn expired_interaction() -> OAuthError {

@@ -52,6 +52,9 @@ pub fn escape(s: &str) -> String {
 
 /// The login form: posts `username`, `password` and the hidden `csrf` to /authorize/login.
 /// `message` is shown above the form (e.g. after a wrong password); `username` refills its field.
+/// Cancel is a form of its own, posting only `csrf` and `decision=cancel` to the same place: the
+/// user declines (`access_denied` to the client) without the browser's required-field checks in
+/// the way, and a password typed already is not sent.
 pub fn login(
     status: StatusCode,
     client_name: &str,
@@ -73,7 +76,10 @@ pub fn login(
          <label for=\"password\">Password</label>\n\
          <input type=\"password\" id=\"password\" name=\"password\" \
          autocomplete=\"current-password\" required>\n\
-         <button type=\"submit\">Sign in</button>\n</form>",
+         <button type=\"submit\">Sign in</button>\n</form>\n\
+         <form method=\"post\" action=\"/authorize/login\">\n\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
+         <button type=\"submit\" name=\"decision\" value=\"cancel\">Cancel</button>\n</form>",
         client = escape(client_name),
         csrf = escape(csrf),
         username = escape(username.unwrap_or("")),
@@ -248,6 +254,17 @@ mod tests {
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<b>Evil"), "{html}");
         assert!(html.contains("value=\"tok&quot;en\""), "{html}");
+        // Cancel: a form of its own, with the same CSRF token and no password field.
+        let (_, cancel) = html.split_once("</form>").unwrap();
+        assert!(
+            cancel.contains("<button type=\"submit\" name=\"decision\" value=\"cancel\">"),
+            "{html}"
+        );
+        assert!(
+            cancel.contains("name=\"csrf\" value=\"tok&quot;en\""),
+            "{html}"
+        );
+        assert!(!cancel.contains("password"), "{html}");
         // The stylesheet is the hashed one.
         let expected =
             base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));

@@ -170,6 +170,18 @@ impl Store {
         row.map(|r| interaction_from_row(&r)).transpose()
     }
 
+    /// Consumes the live interaction behind `id`, signed in or not: `true` exactly once (one
+    /// `DELETE`), so the login page's Cancel answers once and leaves nothing to post to
+    /// afterwards. The caller has checked the form's CSRF token against the interaction first.
+    pub async fn cancel_interaction(&self, id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM interactions WHERE id_hash = $1 AND expires_at > $2")
+            .bind(hash_secret(id))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Ends the interaction behind `id` (e.g. after too many failed sign-ins).
     pub async fn delete_interaction(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM interactions WHERE id_hash = $1")
@@ -399,5 +411,50 @@ mod tests {
                 .is_none()
         );
         assert!(store.get_interaction("unknown", 0).await.unwrap().is_none());
+        assert!(!store.cancel_interaction(&new.id, 1600).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn cancel_consumes_once_signed_in_or_not() {
+        let (store, _dir) = temp_store().await;
+        let request = serde_json::json!({});
+        let anonymous = store
+            .create_interaction("c1", &request, None, 1600)
+            .await
+            .unwrap();
+        let signed_in = store
+            .create_interaction("c1", &request, Some(&alice(5)), 1600)
+            .await
+            .unwrap();
+        for new in [&anonymous, &signed_in] {
+            assert!(store.cancel_interaction(&new.id, 1000).await.unwrap());
+            assert!(!store.cancel_interaction(&new.id, 1000).await.unwrap());
+            assert!(
+                store
+                    .get_interaction(&new.id, 1000)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert_eq!(
+                store.count_login_attempt(&new.id, 5, 1000).await.unwrap(),
+                None
+            );
+            assert!(
+                store
+                    .sign_in_interaction(&new.id, &alice(1000), 1000)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                store
+                    .take_interaction(&new.id, 1000)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert!(!store.cancel_interaction("unknown", 1000).await.unwrap());
     }
 }

@@ -1,22 +1,22 @@
 //! The consent step: `GET /authorize/consent` shows what the client asks for,
-//! `POST /authorize/consent` approves (the code) or denies (`access_denied`), consuming the
-//! interaction in one statement so it answers once.
+//! `POST /authorize/consent` approves (the code) or denies (`access_denied`, as the login page's
+//! Cancel: [`super::denied`]), consuming the interaction in one statement so it answers once.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::cookies::{INTERACTION_COOKIE, clear_cookie};
 use super::page_form::PageForm;
 use super::respond::{Stop, ToClient, finish, page, see_other};
 use super::{
-    client_origin, consent_resource, context, current_interaction, display_name,
+    client_origin, consent_resource, context, current_interaction, denied, display_name,
     expired_interaction, issue_code, spent_or,
 };
 use crate::authorization_details;
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::pages;
 use crate::state::AppState;
 use crate::store::SubjectType;
@@ -151,11 +151,7 @@ async fn submit(
         }
         .await
     } else {
-        Ok(back.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::AccessDenied,
-            "the user denied the request",
-        )))
+        Ok(denied(back))
     };
     // The interaction is spent, whatever the answer.
     let mut resp = finish(answer);

@@ -1,5 +1,12 @@
 //! The login step: `GET /authorize/login` shows the form of the browser's interaction,
-//! `POST /authorize/login` checks the password and signs the interaction in.
+//! `POST /authorize/login` checks the password and signs the interaction in, or, with
+//! `decision=cancel` (the page's Cancel button), ends it.
+//!
+//! Cancel is the user declining (RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6): it passes
+//! the same cookie and CSRF checks as a sign-in, needs no username or password (its form sends
+//! none), counts no password attempt, and consumes the interaction in one statement, signed in
+//! or not, so it answers once. The client gets `access_denied` with `state` and `iss`, exactly
+//! as the consent page's Deny sends it ([`super::denied`]); a pushed request is not spent.
 //!
 //! Online password guessing is bounded per *interaction*: each password attempt is counted on
 //! the interaction's row before the password is checked (one `UPDATE … RETURNING`, so parallel
@@ -28,8 +35,8 @@ use super::cookies::{INTERACTION_COOKIE, SESSION_COOKIE, clear_cookie, cookie, s
 use super::page_form::PageForm;
 use super::respond::{Stop, ToClient, finish, see_other};
 use super::{
-    client_origin, consented, context, current_interaction, display_name, expired_interaction,
-    issue_code,
+    client_origin, consented, context, current_interaction, denied, display_name,
+    expired_interaction, issue_code,
 };
 use crate::authz_request::{AuthorizationRequest, Prompt};
 use crate::error::{ErrorCode, OAuthError};
@@ -46,7 +53,7 @@ pub async fn login_page(State(state): State<Arc<AppState>>, headers: HeaderMap) 
     finish(show(&state, &headers).await)
 }
 
-/// `POST /authorize/login`: username, password, csrf.
+/// `POST /authorize/login`: username, password, csrf; or csrf and `decision=cancel`.
 pub async fn login_submit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -74,11 +81,24 @@ async fn submit(
     body: axum::body::Body,
 ) -> Result<Response, Stop> {
     let form = PageForm::read(headers, body).await?;
+    let cancel = match form.decision.as_deref() {
+        None => false,
+        Some("cancel") => true,
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "decision must be cancel, or absent to sign in",
+            )
+            .into());
+        }
+    };
     let (id, interaction) = current_interaction(state, headers).await?;
     form.check_csrf(&interaction)?;
     let (client, request) = context(state, &interaction).await?;
     let back = ToClient::of(state, &request);
     let now = state.now();
+    if cancel {
+        return cancel_interaction(state, &id, back, now).await;
+    }
     let Some(attempt) = state
         .store
         .count_login_attempt(&id, MAX_FAILED_LOGINS, now)
@@ -180,6 +200,28 @@ async fn submit(
         state.lifetimes.login_session,
     )
     .map_err(|e| back.fail(e))?;
+    Ok(resp)
+}
+
+/// The Cancel button: the interaction ends here, and the client hears `access_denied`. Only the
+/// post that consumed the interaction answers; any other (a replay, a parallel post) gets the
+/// error page.
+async fn cancel_interaction(
+    state: &AppState,
+    id: &str,
+    back: ToClient<'_>,
+    now: i64,
+) -> Result<Response, Stop> {
+    let consumed = state
+        .store
+        .cancel_interaction(id, now)
+        .await
+        .map_err(|e| back.fail(e))?;
+    if !consumed {
+        return Err(expired_interaction().into());
+    }
+    let mut resp = denied(back);
+    clear_cookie(&mut resp, INTERACTION_COOKIE);
     Ok(resp)
 }
 

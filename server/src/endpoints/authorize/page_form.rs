@@ -21,6 +21,8 @@ pub(super) struct PageForm {
     csrf: Option<String>,
     pub(super) username: Option<String>,
     pub(super) password: Zeroizing<String>,
+    /// The button pressed: `approve` or `deny` on the consent page, `cancel` on the login page
+    /// (absent for Sign in).
     pub(super) decision: Option<String>,
 }
 
