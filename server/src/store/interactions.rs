@@ -385,33 +385,18 @@ mod tests {
                 .user,
             Some(alice(5))
         );
-        assert!(
-            store
-                .get_interaction(&new.id, 1600)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(
-            store.count_login_attempt(&new.id, 5, 1600).await.unwrap(),
-            None
-        );
-        assert!(
-            store
-                .sign_in_interaction(&new.id, &alice(1600), 1600)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .take_interaction(&new.id, 1600)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert_gone(&store, &new.id, 1600).await;
         assert!(store.get_interaction("unknown", 0).await.unwrap().is_none());
         assert!(!store.cancel_interaction(&new.id, 1600).await.unwrap());
+    }
+
+    /// Nothing can be done any more with the interaction `id` at `now`.
+    async fn assert_gone(store: &Store, id: &str, now: i64) {
+        assert!(store.get_interaction(id, now).await.unwrap().is_none());
+        assert_eq!(store.count_login_attempt(id, 5, now).await.unwrap(), None);
+        let signed_in = store.sign_in_interaction(id, &alice(now), now).await;
+        assert!(signed_in.unwrap().is_none());
+        assert!(store.take_interaction(id, now).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -429,31 +414,7 @@ mod tests {
         for new in [&anonymous, &signed_in] {
             assert!(store.cancel_interaction(&new.id, 1000).await.unwrap());
             assert!(!store.cancel_interaction(&new.id, 1000).await.unwrap());
-            assert!(
-                store
-                    .get_interaction(&new.id, 1000)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
-            assert_eq!(
-                store.count_login_attempt(&new.id, 5, 1000).await.unwrap(),
-                None
-            );
-            assert!(
-                store
-                    .sign_in_interaction(&new.id, &alice(1000), 1000)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
-            assert!(
-                store
-                    .take_interaction(&new.id, 1000)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            assert_gone(&store, &new.id, 1000).await;
         }
         assert!(!store.cancel_interaction("unknown", 1000).await.unwrap());
     }

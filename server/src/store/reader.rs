@@ -87,9 +87,20 @@ fn open(path: &Path) -> Result<Connection> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::StoreError;
     use super::super::test_support::temp_store;
+    use super::super::{Store, StoreError};
     use super::*;
+
+    /// Readers of a store's database file, in which the store made table `t`.
+    async fn readers_with_table() -> (Store, Readers, tempfile::TempDir) {
+        let (store, dir) = temp_store().await;
+        let readers = Readers::new(&dir.path().join("server.db"));
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        (store, readers, dir)
+    }
 
     fn count(readers: &Readers) -> Result<i64> {
         readers.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?))
@@ -97,12 +108,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_sees_every_committed_write_and_cannot_write() {
-        let (store, dir) = temp_store().await;
-        let readers = Readers::new(&dir.path().join("server.db"));
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
-            .execute(store.pool())
-            .await
-            .unwrap();
+        let (store, readers, _dir) = readers_with_table().await;
         assert_eq!(count(&readers).unwrap(), 0);
         // The connection kept from that read sees a row committed since.
         sqlx::query("INSERT INTO t (k) VALUES ('a')")
@@ -128,12 +134,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_at_once_each_have_a_connection() {
-        let (store, dir) = temp_store().await;
-        let readers = Readers::new(&dir.path().join("server.db"));
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
-            .execute(store.pool())
-            .await
-            .unwrap();
+        let (_store, readers, _dir) = readers_with_table().await;
         // A read that runs while another is under way gets a second connection.
         let inner = readers
             .read(|_| {
