@@ -182,6 +182,24 @@ pub struct Store {
     readers: std::sync::Arc<reader::Readers>,
 }
 
+/// A rusqlite connection of the hot path (the writer's or a reader's) to the database file at
+/// `path`, which must exist (the pool created and migrated it), with its busy timeout and the
+/// number of statements it keeps prepared.
+fn connect(
+    path: &std::path::Path,
+    busy_timeout: std::time::Duration,
+    statements: usize,
+) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(statements);
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if missing) the database at `url` (`sqlite://path`; not `sqlite::memory:`, see `from_pool`),
     /// in WAL mode with a busy timeout, and brings the server's schema up to date.
