@@ -154,7 +154,7 @@ pub struct IdTokenRequest<'a> {
     pub access_token: Option<&'a str>,
     /// The authorization code it is issued with in the hybrid flow's front channel (`c_hash`,
     /// OpenID Connect Core §3.3.2.11). `None` at the token endpoint, which omits `c_hash`
-    /// (§3.3.3.6 allows it; the FAPI conformance suite warns on it there).
+    /// (§3.3.3.6 allows it; versions of the FAPI conformance suite warn on it there).
     pub code: Option<&'a str>,
     /// FAPI 1 (`policy::Policy::s_hash`): the `s_hash` of the authorization request's state.
     pub s_hash: Option<&'a str>,

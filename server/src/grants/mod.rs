@@ -75,8 +75,9 @@ pub struct UserGrant<'a> {
 /// The token response for a user's grant: an access token for our own endpoints (or for the
 /// grant's API) and, when `openid` is in scope, an ID token whose at_hash covers it. The ID token
 /// has no `c_hash`: OpenID Connect Core §3.3.3.6 lets the token endpoint omit it (and §3.1.3.6
-/// has none), and the FAPI conformance suite warns on it; only the hybrid flow's front-channel ID
-/// token carries one. `s_hash` (FAPI 1) is the grant's, as computed at the authorization.
+/// has none), and versions of the FAPI conformance suite warn on it; only the hybrid flow's
+/// front-channel ID token carries one. `s_hash` (FAPI 1) is the grant's, as computed at the
+/// authorization.
 pub async fn user_tokens(
     state: &AppState,
     client: &Client,
