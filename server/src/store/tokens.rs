@@ -1,7 +1,7 @@
 //! Refresh tokens (opaque, stored hashed, rotated on every use) and access tokens (JWTs, kept by
 //! jti for introspection and revocation). Both carry the grant_id of the code they came from.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
@@ -341,17 +341,39 @@ impl Store {
         .await
     }
 
-    /// The access token `select` finds by `key` (its `$1`), or `None`.
+    /// The access token `select` finds by `key` (its `$1`), or `None`. On the calling thread
+    /// (`reader.rs`): a resource's every request may look its token up.
     async fn access_token_where<T: DeserializeOwned>(
         &self,
         select: &'static str,
         key: &str,
     ) -> Result<Option<AccessTokenRecord<T>>> {
-        let row = sqlx::query(select)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| access_token_from_row(&r)).transpose()
+        let row: Option<(String, String, Option<String>, String, i64, bool)> =
+            self.readers.read(|c| {
+                Ok(c.prepare_cached(select)?
+                    .query_row([key], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })
+                    .optional()?)
+            })?;
+        row.map(|(jti, client_id, grant_id, data, expires_at, revoked)| {
+            Ok(AccessTokenRecord {
+                jti,
+                client_id,
+                grant_id,
+                data: serde_json::from_str(&data)?,
+                expires_at,
+                revoked,
+            })
+        })
+        .transpose()
     }
 
     /// Revokes one access token; `true` if it exists (revoked now or before).
@@ -363,20 +385,6 @@ impl Store {
             .await?;
         Ok(done.rows_affected() == 1)
     }
-}
-
-fn access_token_from_row<T: DeserializeOwned>(
-    r: &sqlx::sqlite::SqliteRow,
-) -> Result<AccessTokenRecord<T>> {
-    let data: String = r.try_get("data")?;
-    Ok(AccessTokenRecord {
-        jti: r.try_get("jti")?,
-        client_id: r.try_get("client_id")?,
-        grant_id: r.try_get("grant_id")?,
-        data: serde_json::from_str(&data)?,
-        expires_at: r.try_get("expires_at")?,
-        revoked: r.try_get("revoked")?,
-    })
 }
 
 #[cfg(test)]
