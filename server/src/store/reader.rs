@@ -1,5 +1,6 @@
 //! Reads of the protocol's hot path, run on the calling thread: the authorization endpoint's
-//! lookups of a pushed request and of the login session with its consent.
+//! lookups of a pushed request and of the login session with its consent, and the access-token
+//! lookups of every call to a protected resource and of introspection.
 //!
 //! Why not sqlx: sqlx runs every statement of a SQLite connection on that connection's own
 //! thread, and returning a connection to its pool pings it there once more (sqlx 0.9 does so
