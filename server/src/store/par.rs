@@ -46,13 +46,12 @@ impl Store {
         now: i64,
     ) -> Result<Option<PushedRequest>> {
         let handle = hash_secret(request_uri);
-        let (h, client_id) = (handle.as_str(), client_id);
         let params: Option<String> = self.readers.read(|c| {
             Ok(c.prepare_cached(
                 "SELECT params FROM par_requests \
                  WHERE request_uri_hash = $1 AND client_id = $2 AND expires_at > $3",
             )?
-            .query_row(params![h, client_id, now], |r| r.get(0))
+            .query_row(params![handle, client_id, now], |r| r.get(0))
             .optional()?)
         })?;
         match params {
