@@ -1007,6 +1007,17 @@ fn sign_in(browser: &mut Browser, password: &str) -> Resp {
     )
 }
 
+/// Signs alice in on the browser's current login page and approves on the consent page that
+/// follows: the answer to the approval.
+fn sign_in_and_approve(browser: &mut Browser, password: &str) -> Resp {
+    let resp = sign_in(browser, password);
+    let consent = browser.follow(&resp);
+    browser.post(
+        "/authorize/consent",
+        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
+    )
+}
+
 fn rp_for(server: &Server, extra: Value) -> Rp<'_> {
     let (client_id, key) = register_web_client(server, extra);
     Rp {
@@ -1467,12 +1478,7 @@ fn cancel_on_the_login_page_sends_access_denied_with_state_and_iss() {
     let mut browser = Browser::new(server.port);
     let uri = rp.push(&[("state", Some("happy"))]);
     browser.get(&rp.authorize_path(&uri));
-    let resp = sign_in(&mut browser, "correct horse battery");
-    let consent = browser.follow(&resp);
-    let resp = browser.post(
-        "/authorize/consent",
-        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
-    );
+    let resp = sign_in_and_approve(&mut browser, "correct horse battery");
     rp.code_of(&resp, CB, "happy");
 
     // Cookies cleared, a pushed request, the login page: Cancel, with no username or password.
@@ -1654,12 +1660,7 @@ fn a_cancelled_interaction_cannot_be_used_again() {
     let mut again = Browser::new(server.port);
     let resp = again.get(&rp.authorize_path(&uri));
     assert_eq!(resp.location(), "/authorize/login");
-    let resp = sign_in(&mut again, "correct horse battery");
-    let consent = again.follow(&resp);
-    let resp = again.post(
-        "/authorize/consent",
-        &[("decision", "approve"), ("csrf", consent.csrf().as_str())],
-    );
+    let resp = sign_in_and_approve(&mut again, "correct horse battery");
     rp.code_of(&resp, CB, "once");
 
     // A signed-in interaction (the user came back to the login page from consent) can be

@@ -12,7 +12,8 @@
 //! caller is, and puts the connection back. The caller's thread is busy for the read, as it
 //! would be for any other short computation; nothing waits on a lock held across an await, and
 //! in WAL mode a reader never waits for the writer. There are as many connections as reads ever
-//! ran at once: at most one per thread that reads.
+//! ran at once: since no read of the server runs inside another, at most one per thread that
+//! reads.
 //!
 //! A read that fails drops its connection (the next read opens a fresh one), so a connection
 //! left in a bad state is not lent again. Each statement is its own read transaction: it sees
