@@ -20,7 +20,7 @@ use crate::model::Client;
 use crate::policy::Policy;
 use crate::resource_server::ResourceServer;
 use crate::state::AppState;
-use crate::store::AccessTokenKeys;
+use crate::store::{AccessTokenKeys, AccessTokenRow};
 
 /// What an access token says, apart from what the server adds (iss, iat, exp, jti, client_id).
 #[derive(Debug, Clone, Default)]
@@ -53,6 +53,15 @@ pub struct IssuedToken {
     pub expires_in: i64,
 }
 
+/// An access token signed (and encrypted, if its API asks) whose record is not written yet: the
+/// caller writes it on its own, or in the same write as the code redemption it was issued for.
+/// A token whose record is never written was never issued: introspection does not know it.
+#[derive(Debug)]
+pub struct UnrecordedToken {
+    pub issued: IssuedToken,
+    pub record: AccessTokenRow,
+}
+
 /// Signs an RFC 9068 access token (`typ: at+jwt`) in the HSM, encrypts it to its API's key if
 /// the API asks for that, and records its `jti`.
 pub async fn access_token(
@@ -60,6 +69,17 @@ pub async fn access_token(
     client: &Client,
     req: &AccessTokenRequest<'_>,
 ) -> Result<IssuedToken, OAuthError> {
+    let t = unrecorded_access_token(state, client, req).await?;
+    state.store.record_access_token(t.record).await?;
+    Ok(t.issued)
+}
+
+/// As [`access_token`], leaving the record to the caller.
+pub async fn unrecorded_access_token(
+    state: &AppState,
+    client: &Client,
+    req: &AccessTokenRequest<'_>,
+) -> Result<UnrecordedToken, OAuthError> {
     let now = state.now();
     let jti = crate::store::time_ordered_id(now)?;
     let (audience, lifetime) = match req.api {
@@ -126,20 +146,20 @@ pub async fn access_token(
         resource: req.api.map(|a| a.identifier.as_str()),
         opaque_token: encryption.map(|_| token.as_str()),
     };
-    state
-        .store
-        .insert_access_token_keyed(
-            &jti,
-            &client.client_id,
-            req.grant_id,
-            &claims,
-            now + lifetime,
-            keys,
-        )
-        .await?;
-    Ok(IssuedToken {
-        token,
-        expires_in: lifetime,
+    let record = AccessTokenRow::new(
+        &jti,
+        &client.client_id,
+        req.grant_id,
+        &claims,
+        now + lifetime,
+        keys,
+    )?;
+    Ok(UnrecordedToken {
+        issued: IssuedToken {
+            token,
+            expires_in: lifetime,
+        },
+        record,
     })
 }
 

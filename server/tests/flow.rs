@@ -636,11 +636,19 @@ fn authorization_code_and_par_negative_cases() {
     let r = with_other_redirect_uri(&code, &p.verifier);
     assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
 
-    // Wrong PKCE verifier; missing verifier.
+    // Wrong PKCE verifier; missing verifier. A refused exchange spends the code: the right
+    // verifier after a wrong one is refused too (a code is tried at most once).
     let p = pkce();
     let code = authorization_code(&server, &mut browser, &a, &p, "n");
     let r = redeem(&server, &a, &code, &pkce().verifier);
     assert_eq!((r.status, oauth_error(&r).as_str()), (400, "invalid_grant"));
+    let r = redeem(&server, &a, &code, &p.verifier);
+    assert_eq!(
+        (r.status, oauth_error(&r).as_str()),
+        (400, "invalid_grant"),
+        "the code is spent: {}",
+        r.body
+    );
     let p = pkce();
     let code = authorization_code(&server, &mut browser, &a, &p, "n");
     let r = a.post(

@@ -2,13 +2,20 @@
 //! `openid` was granted) and a refresh token (when the client registered the grant). The access
 //! token is for the API the authorization request named (RFC 8707 `resource`), if any.
 //!
-//! The code is consumed by the database before anything else is checked, so a code is tried at
-//! most once whatever goes wrong afterwards; a second presentation revokes everything issued
-//! under its grant (RFC 6749 §4.1.2).
+//! The exchange reads the code's grant first, without consuming it, checks the request against
+//! it and signs the tokens; then ONE write consumes the code (the database decides: `UPDATE …
+//! WHERE used = FALSE`) and records the tokens, so the code is spent if and only if its tokens
+//! are issued. Signed tokens whose write lost a race are thrown away unissued.
+//!
+//! A request refused for what it presented (a wrong redirect_uri, PKCE verifier, resource…)
+//! spends the code all the same, so a code is tried at most once whatever goes wrong; only the
+//! server's own trouble (a busy HSM: 503) leaves it for a retry. A code presented again after
+//! it was spent revokes everything issued under its grant (RFC 6749 §4.1.2).
 
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
 
 use super::{UserGrant, grant_api, grant_details, insert, require_grant_type, user_tokens};
@@ -19,7 +26,9 @@ use crate::form::Form;
 use crate::issue;
 use crate::model::Client;
 use crate::state::AppState;
-use crate::store::{AuthorizationGrant, RedeemError};
+use crate::store::{
+    AccessTokenRow, AuthorizationGrant, RedeemError, RedeemedCode, RefreshTokenRow,
+};
 
 pub async fn grant(
     state: &AppState,
@@ -32,22 +41,49 @@ pub async fn grant(
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
     let now = state.now();
-    let redeemed = match state
+    let grant = match state
         .store
-        .redeem_code::<AuthorizationGrant>(code, &client.client_id, now)
+        .peek_code::<AuthorizationGrant>(code, &client.client_id, now)
+    {
+        Ok(g) => g,
+        Err(e) => return Err(refused(state, client, e).await),
+    };
+    let issued = match tokens(state, client, authenticated, form, &grant, now).await {
+        Ok(t) => t,
+        Err(e) if e.status.is_client_error() => {
+            spend(state, client, code, now).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    match state
+        .store
+        .redeem_code_issuing(code, &client.client_id, now, issued.access, issued.refresh)
         .await
     {
-        Ok(r) => r,
-        Err(RedeemError::Reused { grant_id }) => {
-            let revoked = state.store.revoke_grant(&grant_id).await?;
-            tracing::warn!(client_id = %client.client_id, %grant_id,
-                access_tokens = revoked.access_tokens, refresh_tokens = revoked.refresh_tokens,
-                "authorization code presented twice: its grant is revoked");
-            return Err(RedeemError::Reused { grant_id }.into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let g = redeemed.data;
+        Ok(()) => Ok(token_response(issued.body)),
+        Err(e) => Err(refused(state, client, e).await),
+    }
+}
+
+/// A token response made for a code, not yet issued: its records are written with the code's
+/// redemption.
+struct Unissued {
+    body: serde_json::Value,
+    access: AccessTokenRow,
+    refresh: Option<RefreshTokenRow>,
+}
+
+/// Checks the token request against the code's grant and makes the tokens.
+async fn tokens(
+    state: &AppState,
+    client: &Client,
+    authenticated: &AuthenticatedClient,
+    form: &Form,
+    redeemed: &RedeemedCode<AuthorizationGrant>,
+    now: i64,
+) -> Result<Unissued, OAuthError> {
+    let g = &redeemed.data;
     // RFC 6749 §4.1.3: the same redirect_uri as in the authorization request, required if that
     // request sent one; if it did not, one sent here must still be the one the code went to.
     let sent = form.get("redirect_uri");
@@ -57,15 +93,15 @@ pub async fn grant(
             "redirect_uri does not match the authorization request",
         ));
     }
-    check_pkce(&g, form.get("code_verifier"))?;
-    let api = grant_api(state, client, &g, &g.scope, form).await?;
-    let details = grant_details(&g, form)?;
+    check_pkce(g, form.get("code_verifier"))?;
+    let api = grant_api(state, client, g, &g.scope, form).await?;
+    let details = grant_details(g, form)?;
     let cnf = issue::bound_certificate(client, authenticated)?;
-    let mut body = user_tokens(
+    let (mut body, access) = user_tokens(
         state,
         client,
         &UserGrant {
-            grant: &g,
+            grant: g,
             grant_id: &redeemed.grant_id,
             scope: &g.scope,
             cnf_x5t_s256: cnf.as_deref(),
@@ -75,20 +111,55 @@ pub async fn grant(
         },
     )
     .await?;
-    if client.grant_types.iter().any(|t| t == "refresh_token") {
-        let refresh = state
-            .store
-            .issue_refresh_token(
-                &redeemed.grant_id,
-                &client.client_id,
-                &g,
-                now,
-                now + state.lifetimes.refresh_token,
-            )
-            .await?;
-        insert(&mut body, "refresh_token", refresh);
+    let refresh = if client.grant_types.iter().any(|t| t == "refresh_token") {
+        let (token, row) = RefreshTokenRow::new(
+            &redeemed.grant_id,
+            &client.client_id,
+            g,
+            now,
+            now + state.lifetimes.refresh_token,
+        )?;
+        insert(&mut body, "refresh_token", token);
+        Some(row)
+    } else {
+        None
+    };
+    Ok(Unissued {
+        body,
+        access,
+        refresh,
+    })
+}
+
+/// Spends a code whose token request was refused, so that it is never tried again.
+async fn spend(state: &AppState, client: &Client, code: &str, now: i64) -> Result<(), OAuthError> {
+    match state
+        .store
+        .redeem_code::<IgnoredAny>(code, &client.client_id, now)
+        .await
+    {
+        Ok(_) | Err(RedeemError::Unknown | RedeemError::Expired | RedeemError::WrongClient) => {
+            Ok(())
+        }
+        Err(e) => Err(refused(state, client, e).await),
     }
-    Ok(token_response(body))
+}
+
+/// The answer to a code that cannot be redeemed; one presented again after it was spent
+/// revokes its grant first.
+async fn refused(state: &AppState, client: &Client, e: RedeemError) -> OAuthError {
+    let RedeemError::Reused { grant_id } = e else {
+        return e.into();
+    };
+    match state.store.revoke_grant(&grant_id).await {
+        Ok(revoked) => {
+            tracing::warn!(client_id = %client.client_id, %grant_id,
+                access_tokens = revoked.access_tokens, refresh_tokens = revoked.refresh_tokens,
+                "authorization code presented twice: its grant is revoked");
+            RedeemError::Reused { grant_id }.into()
+        }
+        Err(e) => e.into(),
+    }
 }
 
 /// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) == code_challenge, for S256 (the only

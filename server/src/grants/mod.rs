@@ -17,7 +17,7 @@ use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
 use crate::model::Client;
 use crate::resource_server::{self, ResourceServer, invalid_target};
 use crate::state::AppState;
-use crate::store::AuthorizationGrant;
+use crate::store::{AccessTokenRow, AuthorizationGrant};
 
 /// `unauthorized_client` unless the client registered `grant_type` (RFC 6749 §5.2).
 pub fn require_grant_type(client: &Client, grant_type: &str) -> Result<(), OAuthError> {
@@ -73,7 +73,9 @@ pub struct UserGrant<'a> {
 }
 
 /// The token response for a user's grant: an access token for our own endpoints (or for the
-/// grant's API) and, when `openid` is in scope, an ID token whose at_hash covers it. The ID token
+/// grant's API) and, when `openid` is in scope, an ID token whose at_hash covers it. The access
+/// token's record is returned beside the response, for the caller to write (see
+/// [`issue::UnrecordedToken`]): the token is not issued until it is. The ID token
 /// has no `c_hash`: OpenID Connect Core §3.3.3.6 lets the token endpoint omit it (and §3.1.3.6
 /// has none), and versions of the FAPI conformance suite warn on it; only the hybrid flow's
 /// front-channel ID token carries one. `s_hash` (FAPI 1) is the grant's, as computed at the
@@ -82,9 +84,12 @@ pub async fn user_tokens(
     state: &AppState,
     client: &Client,
     u: &UserGrant<'_>,
-) -> Result<serde_json::Value, OAuthError> {
+) -> Result<(serde_json::Value, AccessTokenRow), OAuthError> {
     let g = u.grant;
-    let access = issue::access_token(
+    let issue::UnrecordedToken {
+        issued: access,
+        record,
+    } = issue::unrecorded_access_token(
         state,
         client,
         &AccessTokenRequest {
@@ -127,7 +132,7 @@ pub async fn user_tokens(
         .await?;
         insert(&mut body, "id_token", id_token);
     }
-    Ok(body)
+    Ok((body, record))
 }
 
 /// The resource (RFC 8707 §2) a token request names: `resource`, or `audience` (the seed

@@ -72,7 +72,7 @@ pub async fn grant(
     let details = grant_details(&g, form)?;
     // OpenID Connect Core §12.2: a refreshed ID token keeps iss, sub, aud and auth_time, and
     // has no nonce.
-    let mut body = user_tokens(
+    let (mut body, record) = user_tokens(
         state,
         client,
         &UserGrant {
@@ -86,6 +86,7 @@ pub async fn grant(
         },
     )
     .await?;
+    state.store.record_access_token(record).await?;
     if let Some(t) = successor {
         insert(&mut body, "refresh_token", t);
     }

@@ -1,12 +1,12 @@
 //! Authorization codes. Each code starts a grant (`grant_id`): the refresh and access tokens
 //! issued from it carry the same grant_id, so a replayed code can take them all down.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
-use super::{RedeemError, Result, Store, hash_secret, par, random_id};
+use super::tokens::{AccessTokenRow, RefreshTokenRow};
+use super::{RedeemError, Result, Store, StoreError, hash_secret, par, random_id};
 
 /// What an authorization code stands for: everything the token endpoint needs to check the
 /// redemption and to issue tokens. The store accepts any serializable type in its place; this
@@ -117,56 +117,161 @@ impl Store {
     ) -> Result<RedeemedCode<T>, RedeemError> {
         let code_hash = hash_secret(code);
         let (hash, owner) = (code_hash.clone(), client_id.to_owned());
-        let won: Option<(String, String)> = self
+        let won = self
             .writer
-            .write(move |c| {
-                Ok(c.prepare_cached(
-                    "UPDATE authorization_codes SET used = TRUE \
-                     WHERE code_hash = $1 AND client_id = $2 AND used = FALSE \
-                     AND expires_at > $3 RETURNING grant_id, data",
-                )?
-                .query_row(params![hash, owner, now], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
-            })
+            .write(move |c| redeem(c, &hash, &owner, now))
             .await?;
-        if let Some((grant_id, data)) = won {
-            return Ok(RedeemedCode {
+        match won {
+            Some((grant_id, data)) => Ok(RedeemedCode {
                 grant_id,
                 data: serde_json::from_str(&data)?,
-            });
+            }),
+            None => Err(self.why_not_redeemed(&code_hash, client_id, now)),
         }
-        // Not redeemed: say why. This read decides nothing; the UPDATE above already did.
-        let row = sqlx::query(
-            "SELECT client_id, grant_id, expires_at, used FROM authorization_codes \
-             WHERE code_hash = $1",
-        )
-        .bind(&code_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Err(RedeemError::Unknown);
-        };
-        let owner: String = row.try_get("client_id")?;
-        let used: bool = row.try_get("used")?;
-        let expires_at: i64 = row.try_get("expires_at")?;
-        Err(if owner != client_id {
-            RedeemError::WrongClient
-        } else if used {
-            RedeemError::Reused {
-                grant_id: row.try_get("grant_id")?,
-            }
-        } else if expires_at <= now {
-            RedeemError::Expired
-        } else {
-            // Unreachable unless the row changed between the two statements (it cannot become
-            // unused again); treat as unknown.
-            RedeemError::Unknown
+    }
+
+    /// What [`Store::redeem_code`] would give, without consuming the code: the token endpoint
+    /// checks the request against the grant and signs the tokens first, then consumes the code
+    /// and records the tokens in one write ([`Store::redeem_code_issuing`]). Decides nothing:
+    /// the code may be redeemed by someone else meanwhile.
+    pub fn peek_code<T: DeserializeOwned>(
+        &self,
+        code: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<RedeemedCode<T>, RedeemError> {
+        let row = self.code_row(&hash_secret(code))?;
+        let row = judge(row, client_id, now)?;
+        Ok(RedeemedCode {
+            grant_id: row.grant_id,
+            data: serde_json::from_str(&row.data)?,
         })
+    }
+
+    /// Redeems the code as [`Store::redeem_code`] does and, in the same write, records the
+    /// tokens issued for it: both happen, or neither. The records must be for the code's grant
+    /// (`grant_id` from [`Store::peek_code`]). A code no longer redeemable writes nothing (but
+    /// the request's assertion jti) and says why, as `redeem_code` does.
+    pub async fn redeem_code_issuing(
+        &self,
+        code: &str,
+        client_id: &str,
+        now: i64,
+        access: AccessTokenRow,
+        refresh: Option<RefreshTokenRow>,
+    ) -> Result<(), RedeemError> {
+        let code_hash = hash_secret(code);
+        let (hash, owner) = (code_hash.clone(), client_id.to_owned());
+        let won = self
+            .writer
+            .write(move |c| {
+                let Some((grant_id, _)) = redeem(c, &hash, &owner, now)? else {
+                    return Ok(false);
+                };
+                if access.grant_id() != Some(grant_id.as_str())
+                    || refresh.as_ref().is_some_and(|r| r.grant_id() != grant_id)
+                {
+                    return Err(StoreError::Writer(
+                        "tokens recorded with a code must be for the code's grant".into(),
+                    ));
+                }
+                access.insert(c)?;
+                if let Some(r) = &refresh {
+                    r.insert(c)?;
+                }
+                Ok(true)
+            })
+            .await?;
+        if won {
+            Ok(())
+        } else {
+            Err(self.why_not_redeemed(&code_hash, client_id, now))
+        }
+    }
+
+    /// Why a redemption's UPDATE matched no row. This read decides nothing; the UPDATE did.
+    fn why_not_redeemed(&self, code_hash: &str, client_id: &str, now: i64) -> RedeemError {
+        match self.code_row(code_hash) {
+            Err(e) => e.into(),
+            Ok(row) => match judge(row, client_id, now) {
+                Err(why) => why,
+                // Unreachable unless the row changed between the two statements (it cannot
+                // become unused again); treat as unknown.
+                Ok(_) => RedeemError::Unknown,
+            },
+        }
+    }
+
+    fn code_row(&self, code_hash: &str) -> Result<Option<CodeRow>> {
+        self.readers.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT client_id, grant_id, data, expires_at, used FROM authorization_codes \
+                 WHERE code_hash = $1",
+            )?
+            .query_row(params![code_hash], |r| {
+                Ok(CodeRow {
+                    client_id: r.get(0)?,
+                    grant_id: r.get(1)?,
+                    data: r.get(2)?,
+                    expires_at: r.get(3)?,
+                    used: r.get(4)?,
+                })
+            })
+            .optional()?)
+        })
+    }
+}
+
+/// The one statement that consumes a code: its grant_id and data if it was still redeemable by
+/// this client, `None` otherwise.
+fn redeem(
+    c: &Connection,
+    code_hash: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<Option<(String, String)>> {
+    Ok(c.prepare_cached(
+        "UPDATE authorization_codes SET used = TRUE \
+         WHERE code_hash = $1 AND client_id = $2 AND used = FALSE \
+         AND expires_at > $3 RETURNING grant_id, data",
+    )?
+    .query_row(params![code_hash, client_id, now], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()?)
+}
+
+/// A code's row, whatever its state.
+struct CodeRow {
+    client_id: String,
+    grant_id: String,
+    data: String,
+    expires_at: i64,
+    used: bool,
+}
+
+/// Whether `client_id` may redeem the code now, and if not, why.
+fn judge(row: Option<CodeRow>, client_id: &str, now: i64) -> Result<CodeRow, RedeemError> {
+    let Some(row) = row else {
+        return Err(RedeemError::Unknown);
+    };
+    if row.client_id != client_id {
+        Err(RedeemError::WrongClient)
+    } else if row.used {
+        Err(RedeemError::Reused {
+            grant_id: row.grant_id,
+        })
+    } else if row.expires_at <= now {
+        Err(RedeemError::Expired)
+    } else {
+        Ok(row)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::super::test_support::temp_store;
     use super::*;
 
@@ -289,5 +394,164 @@ mod tests {
             }
         }
         assert_eq!(ok, 1);
+    }
+
+    /// The rows the code exchange writes with the redemption: an access token `jti` and a
+    /// refresh token, for `grant_id`.
+    fn rows(jti: &str, grant_id: &str) -> (AccessTokenRow, RefreshTokenRow) {
+        let access = AccessTokenRow::new(
+            jti,
+            "c1",
+            Some(grant_id),
+            &serde_json::json!({"sub": "user-1"}),
+            2000,
+            Default::default(),
+        )
+        .unwrap();
+        let (_, refresh) = RefreshTokenRow::new(grant_id, "c1", &grant(), 1000, 5000).unwrap();
+        (access, refresh)
+    }
+
+    /// Access-token and refresh-token rows recorded.
+    async fn recorded(store: &Store) -> (i64, i64) {
+        let access = sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let refresh = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        (access, refresh)
+    }
+
+    #[tokio::test]
+    async fn peeking_consumes_nothing_and_says_why_not() {
+        let (store, _dir) = temp_store().await;
+        let issued = store.issue_code("c1", &grant(), 1060, None).await.unwrap();
+        for _ in 0..2 {
+            let peeked = store
+                .peek_code::<AuthorizationGrant>(&issued.code, "c1", 1000)
+                .unwrap();
+            assert_eq!(
+                (peeked.grant_id.as_str(), &peeked.data),
+                (issued.grant_id.as_str(), &grant())
+            );
+        }
+        let why = |code: &str, client: &str, now| {
+            store
+                .peek_code::<AuthorizationGrant>(code, client, now)
+                .unwrap_err()
+        };
+        assert!(matches!(
+            why("not-a-code", "c1", 1000),
+            RedeemError::Unknown
+        ));
+        assert!(matches!(
+            why(&issued.code, "c2", 1000),
+            RedeemError::WrongClient
+        ));
+        assert!(matches!(
+            why(&issued.code, "c1", 1060),
+            RedeemError::Expired
+        ));
+        store
+            .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1000)
+            .await
+            .unwrap();
+        match why(&issued.code, "c1", 1001) {
+            RedeemError::Reused { grant_id } => assert_eq!(grant_id, issued.grant_id),
+            other => panic!("expected Reused, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redemption_writes_its_tokens_or_nothing() {
+        let (store, _dir) = temp_store().await;
+        let issued = store.issue_code("c1", &grant(), 1060, None).await.unwrap();
+        let (access, refresh) = rows("j1", &issued.grant_id);
+        store
+            .redeem_code_issuing(&issued.code, "c1", 1000, access, Some(refresh))
+            .await
+            .unwrap();
+        assert_eq!(recorded(&store).await, (1, 1));
+        let j1 = store
+            .get_access_token::<Value>("j1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(j1.grant_id.as_deref(), Some(issued.grant_id.as_str()));
+
+        // Spent: a second redemption says so and writes none of its tokens.
+        let (access, refresh) = rows("j2", &issued.grant_id);
+        match store
+            .redeem_code_issuing(&issued.code, "c1", 1001, access, Some(refresh))
+            .await
+        {
+            Err(RedeemError::Reused { grant_id }) => assert_eq!(grant_id, issued.grant_id),
+            other => panic!("expected Reused, got {other:?}"),
+        }
+        assert_eq!(recorded(&store).await, (1, 1));
+
+        // Tokens for another grant than the code's: refused, and the code is not spent.
+        let other = store.issue_code("c1", &grant(), 1060, None).await.unwrap();
+        let (access, _) = rows("j3", &issued.grant_id);
+        assert!(matches!(
+            store
+                .redeem_code_issuing(&other.code, "c1", 1000, access, None)
+                .await,
+            Err(RedeemError::Store(StoreError::Writer(_)))
+        ));
+        assert!(
+            store
+                .peek_code::<AuthorizationGrant>(&other.code, "c1", 1000)
+                .is_ok()
+        );
+
+        // A token that cannot be recorded (here: its grant is on the revoked list, as a
+        // revocation racing with the exchange would leave it) undoes the redemption with it.
+        sqlx::query("INSERT INTO revoked_grants (grant_id) VALUES ($1)")
+            .bind(&other.grant_id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let (access, refresh) = rows("j4", &other.grant_id);
+        assert!(matches!(
+            store
+                .redeem_code_issuing(&other.code, "c1", 1000, access, Some(refresh))
+                .await,
+            Err(RedeemError::Store(StoreError::GrantRevoked))
+        ));
+        assert_eq!(recorded(&store).await, (1, 1));
+        assert!(
+            store
+                .peek_code::<AuthorizationGrant>(&other.code, "c1", 1000)
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_redemptions_with_tokens_one_set_recorded() {
+        let (store, _dir) = temp_store().await;
+        let issued = store.issue_code("c1", &grant(), 1060, None).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let (s, code) = (store.clone(), issued.code.clone());
+            let (access, refresh) = rows(&format!("j{i}"), &issued.grant_id);
+            tasks.push(tokio::spawn(async move {
+                s.redeem_code_issuing(&code, "c1", 1000, access, Some(refresh))
+                    .await
+            }));
+        }
+        let (mut ok, mut reused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(RedeemError::Reused { .. }) => reused += 1,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!((ok, reused), (1, 11));
+        assert_eq!(recorded(&store).await, (1, 1));
     }
 }

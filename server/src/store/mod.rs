@@ -34,10 +34,10 @@ use sqlx::sqlite::SqlitePool;
 use crate::error::OAuthError;
 
 pub use approvals::{Approval, SubjectType};
-pub use codes::AuthorizationGrant;
+pub use codes::{AuthorizationGrant, RedeemedCode};
 pub use interactions::{Interaction, SignedIn};
 pub use jti::{JtiRecord, take_unspent_jti, with_unspent_jti};
-pub use tokens::{AccessTokenKeys, RotatedRefreshToken};
+pub use tokens::{AccessTokenKeys, AccessTokenRow, RefreshTokenRow, RotatedRefreshToken};
 
 /// The bookkeeping table of the server's migrations (the keystore keeps its own in the same
 /// database).

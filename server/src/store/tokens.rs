@@ -1,7 +1,7 @@
 //! Refresh tokens (opaque, stored hashed, rotated on every use) and access tokens (JWTs, kept by
 //! jti for introspection and revocation). Both carry the grant_id of the code they came from.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
@@ -64,6 +64,130 @@ pub struct AccessTokenKeys<'a> {
     pub opaque_token: Option<&'a str>,
 }
 
+/// An access token's record, ready to be written: on its own ([`Store::record_access_token`]),
+/// or in the same write as the code redemption it was issued for
+/// ([`Store::redeem_code_issuing`]).
+#[derive(Debug, Clone)]
+pub struct AccessTokenRow {
+    jti: String,
+    client_id: String,
+    grant_id: Option<String>,
+    data: String,
+    expires_at: i64,
+    resource: Option<String>,
+    token_hash: Option<String>,
+}
+
+impl AccessTokenRow {
+    pub fn new<T: Serialize>(
+        jti: &str,
+        client_id: &str,
+        grant_id: Option<&str>,
+        data: &T,
+        expires_at: i64,
+        keys: AccessTokenKeys<'_>,
+    ) -> Result<Self> {
+        Ok(AccessTokenRow {
+            jti: jti.to_owned(),
+            client_id: client_id.to_owned(),
+            grant_id: grant_id.map(str::to_owned),
+            data: serde_json::to_string(data)?,
+            expires_at,
+            resource: keys.resource.map(str::to_owned),
+            token_hash: keys.opaque_token.map(hash_secret),
+        })
+    }
+
+    pub(super) fn grant_id(&self) -> Option<&str> {
+        self.grant_id.as_deref()
+    }
+
+    /// Nothing is written under a revoked grant: `GrantRevoked`.
+    pub(super) fn insert(&self, c: &Connection) -> Result<()> {
+        let written = c
+            .prepare_cached(
+                "INSERT INTO access_tokens \
+                 (jti, client_id, grant_id, data, expires_at, resource, token_hash) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7 \
+                 WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $3)",
+            )?
+            .execute(params![
+                self.jti,
+                self.client_id,
+                self.grant_id,
+                self.data,
+                self.expires_at,
+                self.resource,
+                self.token_hash
+            ])?;
+        if written == 0 {
+            return Err(StoreError::GrantRevoked);
+        }
+        Ok(())
+    }
+}
+
+/// A new refresh token's record, ready to be written (see [`AccessTokenRow`]). Only the token's
+/// SHA-256 is in it.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRow {
+    hash: String,
+    grant_id: String,
+    client_id: String,
+    data: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl RefreshTokenRow {
+    /// A fresh token (the plaintext, for the client) and its record.
+    pub fn new<T: Serialize>(
+        grant_id: &str,
+        client_id: &str,
+        data: &T,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(String, Self)> {
+        let token = random_id()?;
+        let row = RefreshTokenRow {
+            hash: hash_secret(&token),
+            grant_id: grant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            data: serde_json::to_string(data)?,
+            created_at: now,
+            expires_at,
+        };
+        Ok((token, row))
+    }
+
+    pub(super) fn grant_id(&self) -> &str {
+        &self.grant_id
+    }
+
+    /// Nothing is written under a revoked grant: `GrantRevoked`.
+    pub(super) fn insert(&self, c: &Connection) -> Result<()> {
+        let written = c
+            .prepare_cached(
+                "INSERT INTO refresh_tokens \
+                 (token_hash, grant_id, client_id, data, created_at, expires_at) \
+                 SELECT $1, $2, $3, $4, $5, $6 \
+                 WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $2)",
+            )?
+            .execute(params![
+                self.hash,
+                self.grant_id,
+                self.client_id,
+                self.data,
+                self.created_at,
+                self.expires_at
+            ])?;
+        if written == 0 {
+            return Err(StoreError::GrantRevoked);
+        }
+        Ok(())
+    }
+}
+
 /// Rows newly revoked by [`Store::revoke_grant`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RevokedCounts {
@@ -75,6 +199,8 @@ pub struct RevokedCounts {
 
 impl Store {
     /// Issues a refresh token for a grant. Only its SHA-256 is stored; the plaintext is returned.
+    /// (The code exchange writes its refresh token with the redemption: `RefreshTokenRow`.)
+    #[cfg(test)]
     pub async fn issue_refresh_token<T: Serialize>(
         &self,
         grant_id: &str,
@@ -83,28 +209,8 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<String> {
-        let token = random_id()?;
-        let (hash, grant_id, client_id) = (
-            hash_secret(&token),
-            grant_id.to_owned(),
-            client_id.to_owned(),
-        );
-        let data = serde_json::to_string(data)?;
-        let written = self
-            .writer
-            .write(move |c| {
-                Ok(c.prepare_cached(
-                    "INSERT INTO refresh_tokens \
-                     (token_hash, grant_id, client_id, data, created_at, expires_at) \
-                     SELECT $1, $2, $3, $4, $5, $6 \
-                     WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $2)",
-                )?
-                .execute(params![hash, grant_id, client_id, data, now, expires_at])?)
-            })
-            .await?;
-        if written == 0 {
-            return Err(StoreError::GrantRevoked);
-        }
+        let (token, row) = RefreshTokenRow::new(grant_id, client_id, data, now, expires_at)?;
+        self.writer.write(move |c| row.insert(c)).await?;
         Ok(token)
     }
 
@@ -277,6 +383,7 @@ impl Store {
 
     /// As [`Store::insert_access_token`], also recording the API the token is for and, for a
     /// token the server cannot read back (JWE), the hash of the token string.
+    #[cfg(test)]
     pub async fn insert_access_token_keyed<T: Serialize>(
         &self,
         jti: &str,
@@ -286,32 +393,13 @@ impl Store {
         expires_at: i64,
         keys: AccessTokenKeys<'_>,
     ) -> Result<()> {
-        let (jti, client_id, grant_id) = (
-            jti.to_owned(),
-            client_id.to_owned(),
-            grant_id.map(str::to_owned),
-        );
-        let data = serde_json::to_string(data)?;
-        let resource = keys.resource.map(str::to_owned);
-        let token_hash = keys.opaque_token.map(hash_secret);
-        let written = self
-            .writer
-            .write(move |c| {
-                Ok(c.prepare_cached(
-                    "INSERT INTO access_tokens \
-                     (jti, client_id, grant_id, data, expires_at, resource, token_hash) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7 \
-                     WHERE NOT EXISTS (SELECT 1 FROM revoked_grants WHERE grant_id = $3)",
-                )?
-                .execute(params![
-                    jti, client_id, grant_id, data, expires_at, resource, token_hash
-                ])?)
-            })
-            .await?;
-        if written == 0 {
-            return Err(StoreError::GrantRevoked);
-        }
-        Ok(())
+        let row = AccessTokenRow::new(jti, client_id, grant_id, data, expires_at, keys)?;
+        self.record_access_token(row).await
+    }
+
+    /// Writes an access token's record on its own.
+    pub async fn record_access_token(&self, row: AccessTokenRow) -> Result<()> {
+        self.writer.write(move |c| row.insert(c)).await
     }
 
     /// The access token recorded with this token string (see
