@@ -18,7 +18,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
 
-use super::{UserGrant, grant_api, grant_details, insert, require_grant_type, user_tokens};
+use super::{
+    UserGrant, grant_api, grant_details, insert, refused, require_grant_type, user_tokens,
+};
 use crate::client_auth::AuthenticatedClient;
 use crate::endpoints::token::token_response;
 use crate::error::OAuthError;
@@ -46,7 +48,7 @@ pub async fn grant(
         .peek_code::<AuthorizationGrant>(code, &client.client_id, now)
     {
         Ok(g) => g,
-        Err(e) => return Err(refused(state, client, e).await),
+        Err(e) => return Err(refused(state, client, e, REPLAYED).await),
     };
     let issued = match tokens(state, client, authenticated, form, &grant, now).await {
         Ok(t) => t,
@@ -62,7 +64,7 @@ pub async fn grant(
         .await
     {
         Ok(()) => Ok(token_response(issued.body)),
-        Err(e) => Err(refused(state, client, e).await),
+        Err(e) => Err(refused(state, client, e, REPLAYED).await),
     }
 }
 
@@ -141,26 +143,11 @@ async fn spend(state: &AppState, client: &Client, code: &str, now: i64) -> Resul
         Ok(_) | Err(RedeemError::Unknown | RedeemError::Expired | RedeemError::WrongClient) => {
             Ok(())
         }
-        Err(e) => Err(refused(state, client, e).await),
+        Err(e) => Err(refused(state, client, e, REPLAYED).await),
     }
 }
 
-/// The answer to a code that cannot be redeemed; one presented again after it was spent
-/// revokes its grant first.
-async fn refused(state: &AppState, client: &Client, e: RedeemError) -> OAuthError {
-    let RedeemError::Reused { grant_id } = e else {
-        return e.into();
-    };
-    match state.store.revoke_grant(&grant_id).await {
-        Ok(revoked) => {
-            tracing::warn!(client_id = %client.client_id, %grant_id,
-                access_tokens = revoked.access_tokens, refresh_tokens = revoked.refresh_tokens,
-                "authorization code presented twice: its grant is revoked");
-            RedeemError::Reused { grant_id }.into()
-        }
-        Err(e) => e.into(),
-    }
-}
+const REPLAYED: &str = "authorization code presented twice: its grant is revoked";
 
 /// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) == code_challenge, for S256 (the only
 /// method /authorize accepts). A code issued without a challenge needs no verifier; a code

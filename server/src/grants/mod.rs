@@ -17,7 +17,7 @@ use crate::issue::{self, AccessTokenRequest, IdTokenRequest};
 use crate::model::Client;
 use crate::resource_server::{self, ResourceServer, invalid_target};
 use crate::state::AppState;
-use crate::store::{AccessTokenRow, AuthorizationGrant};
+use crate::store::{AccessTokenRow, AuthorizationGrant, RedeemError};
 
 /// `unauthorized_client` unless the client registered `grant_type` (RFC 6749 §5.2).
 pub fn require_grant_type(client: &Client, grant_type: &str) -> Result<(), OAuthError> {
@@ -194,6 +194,29 @@ pub fn grant_details(
             "no authorization_details were approved for this grant",
         )),
         None => Ok(None),
+    }
+}
+
+/// The answer to a code or refresh token that cannot be redeemed. One presented again after it
+/// was spent revokes everything issued under its grant first (RFC 6749 §4.1.2, the OAuth
+/// security BCP §4.14.2), and `replayed` is logged.
+pub async fn refused(
+    state: &AppState,
+    client: &Client,
+    e: RedeemError,
+    replayed: &str,
+) -> OAuthError {
+    let RedeemError::Reused { grant_id } = e else {
+        return e.into();
+    };
+    match state.store.revoke_grant(&grant_id).await {
+        Ok(revoked) => {
+            tracing::warn!(client_id = %client.client_id, %grant_id,
+                access_tokens = revoked.access_tokens, refresh_tokens = revoked.refresh_tokens,
+                "{replayed}");
+            RedeemError::Reused { grant_id }.into()
+        }
+        Err(e) => e.into(),
     }
 }
 

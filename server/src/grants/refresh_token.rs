@@ -1,7 +1,8 @@
 //! RFC 6749 §6: a refresh token for a new access token. Every refresh rotates the refresh
-//! token (the presented one is revoked in the same transaction that makes its successor); a
-//! rotated token presented again is a replay, and the whole grant is revoked (OAuth 2.0
-//! Security BCP §4.14.2).
+//! token (the presented one is revoked in the same write that makes its successor and records
+//! the new access token, after the request has been checked and the tokens signed: a refused
+//! request or a busy HSM leaves the presented token as it was); a rotated token presented again
+//! is a replay, and the whole grant is revoked (OAuth 2.0 Security BCP §4.14.2).
 //!
 //! Clients of a FAPI 2 level are the exception (FAPI 2.0 Security Profile §5.3.2.1: no rotation
 //! unless a retry with the previous token would succeed, which a replay-revokes-all design does
@@ -13,9 +14,10 @@
 //! certificate presented now, when the client asks for bound tokens.
 
 use axum::response::Response;
+use serde::de::IgnoredAny;
 
 use super::{
-    UserGrant, grant_api, grant_details, insert, named_resource, narrow_scope, require_grant_type,
+    UserGrant, grant_api, grant_details, insert, narrow_scope, refused, require_grant_type,
     user_tokens,
 };
 use crate::client_auth::AuthenticatedClient;
@@ -26,7 +28,7 @@ use crate::issue;
 use crate::model::Client;
 use crate::policy::Policy;
 use crate::state::AppState;
-use crate::store::{AuthorizationGrant, RedeemError, RotatedRefreshToken};
+use crate::store::{AuthorizationGrant, RedeemError};
 
 pub async fn grant(
     state: &AppState,
@@ -38,33 +40,26 @@ pub async fn grant(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
-    // Checked before the rotation, so a bad request does not burn the token.
-    let cnf = issue::bound_certificate(client, authenticated)?;
-    if form.get("scope").is_some()
-        || named_resource(form)?.is_some()
-        || form.get("authorization_details").is_some()
-    {
-        // A read that decides nothing: the rotation below is still the one atomic step. It
-        // refuses a bad scope or resource before the token is spent on it.
-        if let Some(r) = state
-            .store
-            .get_refresh_token::<AuthorizationGrant>(presented)
-            .await?
-            .filter(|r| r.client_id == client.client_id)
-        {
-            let scope = narrow_scope(form.get("scope"), &r.data.scope)?;
-            grant_api(state, client, &r.data, &scope, form).await?;
-            grant_details(&r.data, form)?;
-        }
-    }
+    let rotates = Policy::of(client).rotate_refresh_tokens();
     let now = state.now();
-    let (grant_id, g, successor) = if Policy::of(client).rotate_refresh_tokens() {
-        let r = rotate(state, client, presented, now).await?;
-        (r.grant_id, r.data, Some(r.refresh_token))
-    } else {
-        let (grant_id, data) = keep(state, client, presented, now).await?;
-        (grant_id, data, None)
+    // A read that decides nothing: the token is spent (rotated) only by the write that records
+    // the new access token, so a refused request, or a busy HSM, does not burn it.
+    let (grant_id, g) = match state.store.peek_refresh_token::<AuthorizationGrant>(
+        presented,
+        &client.client_id,
+        now,
+    ) {
+        Ok(found) => found,
+        // Without rotation a revoked token is just that; with it, a token presented after its
+        // rotation is a replay, and the grant goes.
+        Err(RedeemError::Reused { .. }) if !rotates => {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token has been revoked",
+            ));
+        }
+        Err(e) => return Err(refused(state, client, e, REPLAYED).await),
     };
+    let cnf = issue::bound_certificate(client, authenticated)?;
     // §6: the new access token's scope may be narrower than the grant's, never wider.
     let scope = narrow_scope(form.get("scope"), &g.scope)?;
     // RFC 8707: the new access token is for the grant's API, as registered now.
@@ -86,67 +81,29 @@ pub async fn grant(
         },
     )
     .await?;
-    state.store.record_access_token(record).await?;
-    if let Some(t) = successor {
-        insert(&mut body, "refresh_token", t);
+    if !rotates {
+        // Nothing is spent; a revocation racing with this refresh still wins, since the access
+        // token is written only while its grant is not revoked.
+        state.store.record_access_token(record).await?;
+        return Ok(token_response(body));
     }
-    Ok(token_response(body))
-}
-
-/// The rotation: the presented token is spent and its successor made, or a replay revokes the
-/// grant.
-async fn rotate(
-    state: &AppState,
-    client: &Client,
-    presented: &str,
-    now: i64,
-) -> Result<RotatedRefreshToken<AuthorizationGrant>, OAuthError> {
     match state
         .store
-        .rotate_refresh_token::<AuthorizationGrant>(
+        .rotate_refresh_token::<IgnoredAny>(
             presented,
             &client.client_id,
             now,
             now + state.lifetimes.refresh_token,
+            Some(record),
         )
         .await
     {
-        Ok(r) => Ok(r),
-        Err(RedeemError::Reused { grant_id }) => {
-            let revoked = state.store.revoke_grant(&grant_id).await?;
-            tracing::warn!(client_id = %client.client_id, %grant_id,
-                access_tokens = revoked.access_tokens,
-                "a rotated refresh token was presented again: its grant is revoked");
-            Err(RedeemError::Reused { grant_id }.into())
+        Ok(r) => {
+            insert(&mut body, "refresh_token", r.refresh_token);
+            Ok(token_response(body))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(refused(state, client, e, REPLAYED).await),
     }
 }
 
-/// Without rotation: the token must be the client's, live and not revoked. Nothing is spent;
-/// a revocation racing with this refresh still wins, since the access token is written only
-/// while its grant is not revoked.
-async fn keep(
-    state: &AppState,
-    client: &Client,
-    presented: &str,
-    now: i64,
-) -> Result<(String, AuthorizationGrant), OAuthError> {
-    let record = state
-        .store
-        .get_refresh_token::<AuthorizationGrant>(presented)
-        .await?
-        .ok_or(RedeemError::Unknown)?;
-    if record.client_id != client.client_id {
-        return Err(RedeemError::WrongClient.into());
-    }
-    if record.revoked {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token has been revoked",
-        ));
-    }
-    if !record.is_active(now) {
-        return Err(RedeemError::Expired.into());
-    }
-    Ok((record.grant_id, record.data))
-}
+const REPLAYED: &str = "a rotated refresh token was presented again: its grant is revoked";

@@ -37,7 +37,7 @@ pub use approvals::{Approval, SubjectType};
 pub use codes::{AuthorizationGrant, RedeemedCode};
 pub use interactions::{Interaction, SignedIn};
 pub use jti::{JtiRecord, take_unspent_jti, with_unspent_jti};
-pub use tokens::{AccessTokenKeys, AccessTokenRow, RefreshTokenRow, RotatedRefreshToken};
+pub use tokens::{AccessTokenKeys, AccessTokenRow, RefreshTokenRow};
 
 /// The bookkeeping table of the server's migrations (the keystore keeps its own in the same
 /// database).

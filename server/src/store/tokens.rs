@@ -214,10 +214,11 @@ impl Store {
         Ok(token)
     }
 
-    /// Rotates a refresh token: in one transaction the presented token is revoked (atomically,
-    /// `UPDATE … WHERE revoked = FALSE … RETURNING`) and a successor for the same grant and data,
-    /// valid until `expires_at` but never past the presented token's own expiry (so a grant's
-    /// lifetime is counted from the code exchange, however often it is refreshed), is inserted.
+    /// Rotates a refresh token: in one write the presented token is revoked (atomically,
+    /// `UPDATE … WHERE revoked = FALSE … RETURNING`), a successor for the same grant and data is
+    /// inserted, valid until `expires_at` but never past the presented token's own expiry (so a
+    /// grant's lifetime is counted from the code exchange, however often it is refreshed), and
+    /// `access`, the access token issued with it, is recorded: all of it, or none.
     ///
     /// A token already rotated or revoked: `Reused { grant_id }` (the OAuth security BCP: revoke
     /// the grant). Another client's token: `WrongClient` (not consumed). Also `Unknown`,
@@ -228,73 +229,112 @@ impl Store {
         client_id: &str,
         now: i64,
         expires_at: i64,
+        access: Option<AccessTokenRow>,
     ) -> Result<RotatedRefreshToken<T>, RedeemError> {
         let token_hash = hash_secret(token);
-        self.spend_unspent_jti().await?;
-        let mut tx = self.pool.begin().await?;
-        let won = sqlx::query(
-            "UPDATE refresh_tokens SET revoked = TRUE \
-             WHERE token_hash = $1 AND client_id = $2 AND revoked = FALSE AND expires_at > $3 \
-             RETURNING grant_id, data, expires_at",
-        )
-        .bind(&token_hash)
-        .bind(client_id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = won {
-            let grant_id: String = row.try_get("grant_id")?;
-            let data: String = row.try_get("data")?;
-            // The grant's end never moves: a successor lives no longer than its predecessor.
-            let expires_at = expires_at.min(row.try_get::<i64, _>("expires_at")?);
-            let successor = random_id().map_err(RedeemError::Store)?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens \
-                 (token_hash, grant_id, client_id, data, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(hash_secret(&successor))
-            .bind(&grant_id)
-            .bind(client_id)
-            .bind(&data)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&mut *tx)
+        let successor = random_id()?;
+        let (hash, owner, next) = (
+            token_hash.clone(),
+            client_id.to_owned(),
+            hash_secret(&successor),
+        );
+        let won = self
+            .writer
+            .write(move |c| {
+                let Some((grant_id, data, ends)) = c
+                    .prepare_cached(
+                        "UPDATE refresh_tokens SET revoked = TRUE \
+                         WHERE token_hash = $1 AND client_id = $2 AND revoked = FALSE \
+                         AND expires_at > $3 RETURNING grant_id, data, expires_at",
+                    )?
+                    .query_row(params![hash, owner, now], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                // The grant's end never moves: a successor lives no longer than its predecessor.
+                let successor = RefreshTokenRow {
+                    hash: next,
+                    grant_id,
+                    client_id: owner,
+                    data,
+                    created_at: now,
+                    expires_at: expires_at.min(ends),
+                };
+                successor.insert(c)?;
+                if let Some(access) = &access {
+                    if access.grant_id() != Some(successor.grant_id()) {
+                        return Err(StoreError::Writer(
+                            "an access token recorded with a rotation must be for its grant".into(),
+                        ));
+                    }
+                    access.insert(c)?;
+                }
+                Ok(Some(successor))
+            })
             .await?;
-            tx.commit().await?;
-            return Ok(RotatedRefreshToken {
+        match won {
+            Some(row) => Ok(RotatedRefreshToken {
                 refresh_token: successor,
-                grant_id,
-                data: serde_json::from_str(&data)?,
-                expires_at,
-            });
+                data: serde_json::from_str(&row.data)?,
+                grant_id: row.grant_id,
+                expires_at: row.expires_at,
+            }),
+            None => Err(
+                match self.peek_refresh_token::<serde::de::IgnoredAny>(token, client_id, now) {
+                    Err(why) => why,
+                    // Unreachable unless the row changed between the two statements (it cannot
+                    // become unrevoked again); treat as unknown.
+                    Ok(_) => RedeemError::Unknown,
+                },
+            ),
         }
-        tx.rollback().await?;
-        // Not rotated: say why. This read decides nothing; the UPDATE above already did.
-        let row = sqlx::query(
-            "SELECT client_id, grant_id, expires_at, revoked FROM refresh_tokens \
-             WHERE token_hash = $1",
-        )
-        .bind(&token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
+    }
+
+    /// The grant a refresh token stands for, if `client_id` may use it now; nothing is spent.
+    /// A token already rotated or revoked: `Reused { grant_id }`; also `Unknown`,
+    /// `WrongClient`, `Expired`.
+    pub fn peek_refresh_token<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<(String, T), RedeemError> {
+        let hash = hash_secret(token);
+        let row = self.readers.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT client_id, grant_id, data, expires_at, revoked FROM refresh_tokens \
+                 WHERE token_hash = $1",
+            )?
+            .query_row(params![hash], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
+            })
+            .optional()?)
+        })?;
+        let Some((owner, grant_id, data, expires, revoked)) = row else {
             return Err(RedeemError::Unknown);
         };
-        let owner: String = row.try_get("client_id")?;
-        let revoked: bool = row.try_get("revoked")?;
-        let expires: i64 = row.try_get("expires_at")?;
-        Err(if owner != client_id {
-            RedeemError::WrongClient
+        if owner != client_id {
+            Err(RedeemError::WrongClient)
         } else if revoked {
-            RedeemError::Reused {
-                grant_id: row.try_get("grant_id")?,
-            }
+            Err(RedeemError::Reused { grant_id })
         } else if expires <= now {
-            RedeemError::Expired
+            Err(RedeemError::Expired)
         } else {
-            RedeemError::Unknown
-        })
+            Ok((grant_id, serde_json::from_str(&data)?))
+        }
     }
 
     /// The stored refresh token (for introspection), whatever its state; `None` if unknown.
@@ -496,7 +536,7 @@ mod tests {
         assert_ne!(stored, t0);
 
         let r1 = store
-            .rotate_refresh_token::<Value>(&t0, "c1", 1100, 6000)
+            .rotate_refresh_token::<Value>(&t0, "c1", 1100, 6000, None)
             .await
             .unwrap();
         assert_eq!(r1.grant_id, "g1");
@@ -507,7 +547,7 @@ mod tests {
 
         // The old one again: a replay.
         match store
-            .rotate_refresh_token::<Value>(&t0, "c1", 1200, 6000)
+            .rotate_refresh_token::<Value>(&t0, "c1", 1200, 6000, None)
             .await
         {
             Err(RedeemError::Reused { grant_id }) => assert_eq!(grant_id, "g1"),
@@ -515,7 +555,7 @@ mod tests {
         }
         // The successor still works (until the caller revokes the grant) …
         let r2 = store
-            .rotate_refresh_token::<Value>(&r1.refresh_token, "c1", 1300, 4000)
+            .rotate_refresh_token::<Value>(&r1.refresh_token, "c1", 1300, 4000, None)
             .await
             .unwrap();
         assert_eq!(r2.expires_at, 4000, "a shorter lifetime is honoured");
@@ -524,7 +564,7 @@ mod tests {
         assert_eq!(counts.refresh_tokens, 1);
         assert!(matches!(
             store
-                .rotate_refresh_token::<Value>(&r2.refresh_token, "c1", 1400, 8000)
+                .rotate_refresh_token::<Value>(&r2.refresh_token, "c1", 1400, 8000, None)
                 .await,
             Err(RedeemError::Reused { .. })
         ));
@@ -547,24 +587,26 @@ mod tests {
             .unwrap();
         assert!(matches!(
             store
-                .rotate_refresh_token::<Value>("nope", "c1", 1, 10)
+                .rotate_refresh_token::<Value>("nope", "c1", 1, 10, None)
                 .await,
             Err(RedeemError::Unknown)
         ));
         assert!(matches!(
-            store.rotate_refresh_token::<Value>(&t, "c2", 1, 10).await,
+            store
+                .rotate_refresh_token::<Value>(&t, "c2", 1, 10, None)
+                .await,
             Err(RedeemError::WrongClient)
         ));
         assert!(matches!(
             store
-                .rotate_refresh_token::<Value>(&t, "c1", 5000, 9000)
+                .rotate_refresh_token::<Value>(&t, "c1", 5000, 9000, None)
                 .await,
             Err(RedeemError::Expired)
         ));
         // None of those consumed it.
         assert!(
             store
-                .rotate_refresh_token::<Value>(&t, "c1", 4999, 9000)
+                .rotate_refresh_token::<Value>(&t, "c1", 4999, 9000, None)
                 .await
                 .is_ok()
         );
@@ -572,6 +614,64 @@ mod tests {
             store.get_refresh_token::<Value>("nope").await.unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_rotation_records_its_access_token_or_nothing() {
+        let (store, _dir) = temp_store().await;
+        let t = store
+            .issue_refresh_token("g1", "c1", &json!({"sub": "u1"}), 0, 5000)
+            .await
+            .unwrap();
+        let access = |jti: &str, grant_id: &str| {
+            AccessTokenRow::new(
+                jti,
+                "c1",
+                Some(grant_id),
+                &json!({}),
+                2000,
+                Default::default(),
+            )
+            .unwrap()
+        };
+        let refresh_rows = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM refresh_tokens")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        // An access token for another grant: refused, and the presented token is not spent.
+        assert!(matches!(
+            store
+                .rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access("j0", "g2")))
+                .await,
+            Err(RedeemError::Store(StoreError::Writer(_)))
+        ));
+        assert!(store.peek_refresh_token::<Value>(&t, "c1", 1).is_ok());
+        assert_eq!(refresh_rows().await, 1);
+        assert_eq!(store.get_access_token::<Value>("j0").await.unwrap(), None);
+
+        let r = store
+            .rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access("j1", "g1")))
+            .await
+            .unwrap();
+        assert_eq!((r.grant_id.as_str(), r.expires_at), ("g1", 5000));
+        assert_eq!(r.data, json!({"sub": "u1"}));
+        let j1 = store
+            .get_access_token::<Value>("j1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(j1.grant_id.as_deref(), Some("g1"));
+        assert_eq!(refresh_rows().await, 2);
+        assert!(matches!(
+            store.peek_refresh_token::<Value>(&t, "c1", 2),
+            Err(RedeemError::Reused { .. })
+        ));
+        let (grant_id, data) = store
+            .peek_refresh_token::<Value>(&r.refresh_token, "c1", 2)
+            .unwrap();
+        assert_eq!((grant_id.as_str(), data), ("g1", json!({"sub": "u1"})));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -585,7 +685,8 @@ mod tests {
         for _ in 0..20 {
             let (s, t) = (store.clone(), t.clone());
             tasks.push(tokio::spawn(async move {
-                s.rotate_refresh_token::<Value>(&t, "c1", 1, 9000).await
+                s.rotate_refresh_token::<Value>(&t, "c1", 1, 9000, None)
+                    .await
             }));
         }
         let (mut ok, mut reused) = (0, 0);
@@ -706,7 +807,7 @@ mod tests {
         );
         assert!(
             store
-                .rotate_refresh_token::<Value>(&rt, "c1", 1002, 9000)
+                .rotate_refresh_token::<Value>(&rt, "c1", 1002, 9000, None)
                 .await
                 .is_err()
         );
