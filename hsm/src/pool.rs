@@ -24,13 +24,15 @@
 //! Dropping the pool closes the queue; workers finish the jobs already queued, close their
 //! sessions (or end their processes) and exit. Dropping a pool of threads waits for them to
 //! close their sessions (a session closing while the process exits can crash the PKCS#11
-//! library); dropping a pool of processes never blocks. [`SigningPool::shutdown`] closes the
-//! queue and waits for every worker, of either kind.
+//! library); dropping a pool of processes waits for its worker processes to end, up to two
+//! seconds (a hung HSM must not keep a server from stopping). [`SigningPool::shutdown`] closes
+//! the queue and waits for every worker, of either kind, without a limit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use tokio::sync::oneshot;
@@ -334,15 +336,40 @@ impl Drop for SigningPool {
         // on their own, one may still be inside the library when the process exits and tears
         // it down: SoftHSM2 then crashes (a test process that had passed died of SIGSEGV in
         // CI). So a pool of threads waits for them; they need nothing from any async runtime,
-        // so this cannot deadlock one. The threads of worker processes touch no PKCS#11 library
-        // here and are left to reap their children on their own, which may take a moment.
-        if self.config.mode == WorkerMode::Threads {
-            for w in self.workers.drain(..) {
-                let _ = w.join();
+        // so this cannot deadlock one.
+        //
+        // The threads of worker processes sign nothing here, but each holds a clone of the
+        // token, and whichever thread drops the last clone closes the token's own session:
+        // a server that stopped on SIGTERM died of SIGSEGV when that was a worker's thread,
+        // still reaping its process while the main thread ran the library's teardown at exit.
+        // So they are waited for too, while this pool's own clone keeps theirs from being the
+        // last; but only for so long, since a worker process that hangs (an HSM that does not
+        // answer) must not keep the server from stopping.
+        let deadline = match self.config.mode {
+            WorkerMode::Threads => None,
+            WorkerMode::Processes { .. } => Some(Instant::now() + PROCESS_REAP_WAIT),
+        };
+        for w in self.workers.drain(..) {
+            if let Some(deadline) = deadline {
+                while !w.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                if !w.is_finished() {
+                    tracing::warn!(
+                        "an HSM worker process did not end within {PROCESS_REAP_WAIT:?}; \
+                         not waiting for it"
+                    );
+                    continue;
+                }
             }
+            let _ = w.join();
         }
     }
 }
+
+/// How long dropping a pool of worker processes waits for them to end (a worker process that
+/// does not end after its pipe closes is killed after half a second: `worker.rs`).
+const PROCESS_REAP_WAIT: Duration = Duration::from_secs(2);
 
 /// What a worker thread drives: a session of its own, or a worker process.
 trait Backend: Send {

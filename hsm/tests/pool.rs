@@ -407,6 +407,38 @@ async fn worker_processes_sign_decrypt_and_are_replaced_when_they_die() {
     assert!(worker_children().is_empty());
 }
 
+/// Dropping a pool of worker processes returns once they have ended: its threads hold clones
+/// of the token, and one of them dropping the last clone while the process exits crashed
+/// SoftHSM2 (a server stopped by SIGTERM died of SIGSEGV).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_pool_of_processes_waits_for_them() {
+    let t = &common::fixture().token;
+    let id = common::unique_id("proc-drop");
+    t.generate(&id, KeySpec::EcP256, KeyUsage::Sign).unwrap();
+    let config = PoolConfig {
+        mode: process_mode(),
+        ..PoolConfig::with_workers(2)
+    };
+    let pool = SigningPool::start(t, config).unwrap();
+    pool.sign(&id, SignAlg::Es256, b"before the drop")
+        .await
+        .unwrap();
+    assert_eq!(worker_children().len(), 2);
+    assert_eq!(pool_threads(), 2);
+    drop(pool);
+    assert_eq!(pool_threads(), 0, "the pool's threads outlived it");
+    assert_eq!(worker_children(), Vec::<i32>::new());
+}
+
+/// Threads of this process that belong to a pool (`hsm-worker-N`).
+fn pool_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("hsm-worker-"))
+        .count()
+}
+
 #[test]
 fn a_worker_process_that_cannot_log_in_fails_the_start() {
     let t = &common::fixture().token;
