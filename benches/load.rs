@@ -47,6 +47,8 @@
 //!   profile the open loop alone at a fixed rate).
 //! - `STRONGROOM_LOAD_SOAK_SECS` (600), `STRONGROOM_LOAD_SOAK_EVERY` (60): with `--soak`.
 //! - `STRONGROOM_BIN`: the server binary (default target/release/strongroom).
+//! - `STRONGROOM_LOAD_POOL_MODE` (`processes`): the server's `hsm.pool_mode`, to compare
+//!   `threads` (PS256 in the threads mode measured the same or a little worse, session 12).
 //!
 //! Exits non-zero if any scenario had an error (any answer but the expected one), except the
 //! 503s of the overload run, which are its point.

@@ -168,7 +168,7 @@ client_ca_file = "{ca}"
 module = "{module}"
 token_label = "{LABEL}"
 pin_file = "{pin}"
-pool_mode = "processes"
+pool_mode = "{mode}"
 pool_workers = {workers}
 queue_depth = {queue}
 [keys]
@@ -180,6 +180,8 @@ algorithms = {{ access_token = "{alg}", id_token = "{alg}" }}
             module = crate::common::module_path().display(),
             pin = dir.join("user-pin").display(),
             workers = options.pool_workers,
+            mode =
+                std::env::var("STRONGROOM_LOAD_POOL_MODE").unwrap_or_else(|_| "processes".into()),
             queue = options.queue_depth,
             alg = inst.token_alg,
         );
