@@ -936,6 +936,9 @@ fn fapi2_clients_keep_their_refresh_token() {
             unreachable!()
         };
         assert_eq!(at["cnf"]["x5t#S256"], thumbprint(cert).as_str());
+        // Recorded: introspection knows it (and so revocation can reach it).
+        let i = client.post(&server, "/introspect", &format!("token={access}"));
+        assert_eq!(i.json()["active"], true, "{}", i.body);
         access_tokens.push(access);
     }
     // Revoking it still takes the grant down.

@@ -4,13 +4,15 @@
 //!
 //! The exchange reads the code's grant first, without consuming it, checks the request against
 //! it and signs the tokens; then ONE write consumes the code (the database decides: `UPDATE …
-//! WHERE used = FALSE`) and records the tokens, so the code is spent if and only if its tokens
-//! are issued. Signed tokens whose write lost a race are thrown away unissued.
+//! WHERE used = FALSE`) and records the tokens, so no token leaves unrecorded and a code yields
+//! one set of tokens at most. Signed tokens whose write lost a race are thrown away unissued.
 //!
 //! A request refused for what it presented (a wrong redirect_uri, PKCE verifier, resource…)
-//! spends the code all the same, so a code is tried at most once whatever goes wrong; only the
-//! server's own trouble (a busy HSM: 503) leaves it for a retry. A code presented again after
-//! it was spent revokes everything issued under its grant (RFC 6749 §4.1.2).
+//! spends the code all the same, so a code that has been refused is never tried again (requests
+//! already in flight with it are each checked, and at most one of them gets tokens); only the
+//! server's own trouble (a 5xx, such as a busy HSM's 503) leaves it for a retry. A code
+//! presented again after it was spent revokes everything issued under its grant (RFC 6749
+//! §4.1.2).
 
 use axum::response::Response;
 use base64::Engine as _;

@@ -40,6 +40,9 @@ pub async fn grant(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    // Checked first, as before anything else: a client that must present its certificate
+    // learns that whatever the token.
+    let cnf = issue::bound_certificate(client, authenticated)?;
     let rotates = Policy::of(client).rotate_refresh_tokens();
     let now = state.now();
     // A read that decides nothing: the token is spent (rotated) only by the write that records
@@ -59,7 +62,6 @@ pub async fn grant(
         }
         Err(e) => return Err(refused(state, client, e, REPLAYED).await),
     };
-    let cnf = issue::bound_certificate(client, authenticated)?;
     // §6: the new access token's scope may be narrower than the grant's, never wider.
     let scope = narrow_scope(form.get("scope"), &g.scope)?;
     // RFC 8707: the new access token is for the grant's API, as registered now.
@@ -82,10 +84,19 @@ pub async fn grant(
     )
     .await?;
     if !rotates {
-        // Nothing is spent; a revocation racing with this refresh still wins, since the access
-        // token is written only while its grant is not revoked.
-        state.store.record_access_token(record).await?;
-        return Ok(token_response(body));
+        // Nothing is spent; the write checks the token again, so a revocation racing with this
+        // refresh still wins.
+        return match state
+            .store
+            .keep_refresh_token(presented, &client.client_id, now, record)
+            .await
+        {
+            Ok(()) => Ok(token_response(body)),
+            Err(RedeemError::Reused { .. }) => Err(OAuthError::invalid_grant(
+                "the refresh token has been revoked",
+            )),
+            Err(e) => Err(e.into()),
+        };
     }
     match state
         .store

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::tokens::{AccessTokenRow, RefreshTokenRow};
-use super::{RedeemError, Result, Store, StoreError, hash_secret, par, random_id};
+use super::{RedeemError, Result, Store, hash_secret, par, random_id};
 
 /// What an authorization code stands for: everything the token endpoint needs to check the
 /// redemption and to issue tokens. The store accepts any serializable type in its place; this
@@ -168,16 +168,9 @@ impl Store {
                 let Some((grant_id, _)) = redeem(c, &hash, &owner, now)? else {
                     return Ok(false);
                 };
-                if access.grant_id() != Some(grant_id.as_str())
-                    || refresh.as_ref().is_some_and(|r| r.grant_id() != grant_id)
-                {
-                    return Err(StoreError::Writer(
-                        "tokens recorded with a code must be for the code's grant".into(),
-                    ));
-                }
-                access.insert(c)?;
+                access.insert_for(c, &grant_id)?;
                 if let Some(r) = &refresh {
-                    r.insert(c)?;
+                    r.insert_for(c, &grant_id)?;
                 }
                 Ok(true)
             })
@@ -272,6 +265,7 @@ fn judge(row: Option<CodeRow>, client_id: &str, now: i64) -> Result<CodeRow, Red
 mod tests {
     use serde_json::Value;
 
+    use super::super::StoreError;
     use super::super::test_support::temp_store;
     use super::*;
 
@@ -500,7 +494,7 @@ mod tests {
             store
                 .redeem_code_issuing(&other.code, "c1", 1000, access, None)
                 .await,
-            Err(RedeemError::Store(StoreError::Writer(_)))
+            Err(RedeemError::Store(StoreError::Invariant(_)))
         ));
         assert!(
             store

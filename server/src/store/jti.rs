@@ -8,7 +8,7 @@
 //! inside [`with_unspent_jti`]. The jti is then recorded in the SAME transaction as the
 //! handler's first write through the writer (`writer.rs` takes it from here), before any write
 //! through the pool ([`Store::spend_unspent_jti`], called first by the pool writes those
-//! endpoints make: refresh-token rotation, grant and access-token revocation), and, if the handler
+//! endpoints make: grant and access-token revocation), and, if the handler
 //! wrote nothing or refused the request, by the endpoint before its answer leaves (a 503 alone
 //! leaves it unrecorded, for the client to resend). A replay therefore changes nothing:
 //! the write that carries the jti is refused whole ([`StoreError::AssertionReplayed`]), and no

@@ -81,6 +81,9 @@ pub enum StoreError {
     /// A write group failed (every write in the group gets this), or the writer could not start.
     #[error("grouped write: {0}")]
     Writer(String),
+    /// A caller broke a rule of the store's API (a programming error, not bad input).
+    #[error("store invariant: {0}")]
+    Invariant(&'static str),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -98,8 +98,15 @@ impl AccessTokenRow {
         })
     }
 
-    pub(super) fn grant_id(&self) -> Option<&str> {
-        self.grant_id.as_deref()
+    /// As [`AccessTokenRow::insert`], for a token that must belong to `grant_id` (the grant of
+    /// the code or refresh token the same write spends).
+    pub(super) fn insert_for(&self, c: &Connection, grant_id: &str) -> Result<()> {
+        if self.grant_id.as_deref() != Some(grant_id) {
+            return Err(StoreError::Invariant(
+                "an access token recorded with a code or refresh token must be for its grant",
+            ));
+        }
+        self.insert(c)
     }
 
     /// Nothing is written under a revoked grant: `GrantRevoked`.
@@ -160,8 +167,18 @@ impl RefreshTokenRow {
         Ok((token, row))
     }
 
-    pub(super) fn grant_id(&self) -> &str {
+    fn grant_id(&self) -> &str {
         &self.grant_id
+    }
+
+    /// As [`RefreshTokenRow::insert`], for a token that must belong to `grant_id`.
+    pub(super) fn insert_for(&self, c: &Connection, grant_id: &str) -> Result<()> {
+        if self.grant_id != grant_id {
+            return Err(StoreError::Invariant(
+                "a refresh token recorded with a code must be for its grant",
+            ));
+        }
+        self.insert(c)
     }
 
     /// Nothing is written under a revoked grant: `GrantRevoked`.
@@ -223,7 +240,7 @@ impl Store {
     /// A token already rotated or revoked: `Reused { grant_id }` (the OAuth security BCP: revoke
     /// the grant). Another client's token: `WrongClient` (not consumed). Also `Unknown`,
     /// `Expired`.
-    pub async fn rotate_refresh_token<T: DeserializeOwned>(
+    pub async fn rotate_refresh_token<T: DeserializeOwned + Send + 'static>(
         &self,
         token: &str,
         client_id: &str,
@@ -258,6 +275,8 @@ impl Store {
                 else {
                     return Ok(None);
                 };
+                // Parsed before the commit: data that does not parse must not spend the token.
+                let parsed: T = serde_json::from_str(&data)?;
                 // The grant's end never moves: a successor lives no longer than its predecessor.
                 let successor = RefreshTokenRow {
                     hash: next,
@@ -269,31 +288,65 @@ impl Store {
                 };
                 successor.insert(c)?;
                 if let Some(access) = &access {
-                    if access.grant_id() != Some(successor.grant_id()) {
-                        return Err(StoreError::Writer(
-                            "an access token recorded with a rotation must be for its grant".into(),
-                        ));
-                    }
-                    access.insert(c)?;
+                    access.insert_for(c, successor.grant_id())?;
                 }
-                Ok(Some(successor))
+                Ok(Some((successor, parsed)))
             })
             .await?;
         match won {
-            Some(row) => Ok(RotatedRefreshToken {
+            Some((row, data)) => Ok(RotatedRefreshToken {
                 refresh_token: successor,
-                data: serde_json::from_str(&row.data)?,
+                data,
                 grant_id: row.grant_id,
                 expires_at: row.expires_at,
             }),
-            None => Err(
-                match self.peek_refresh_token::<serde::de::IgnoredAny>(token, client_id, now) {
-                    Err(why) => why,
-                    // Unreachable unless the row changed between the two statements (it cannot
-                    // become unrevoked again); treat as unknown.
-                    Ok(_) => RedeemError::Unknown,
-                },
-            ),
+            None => Err(self.why_not_refreshed(token, client_id, now)),
+        }
+    }
+
+    /// Without rotation: records `access`, the access token of a refresh, in a write that
+    /// checks again that the presented token is still the client's, live and not revoked, so a
+    /// revocation (of the grant, or of every token of a deleted client) that commits while the
+    /// new access token is being signed still wins. Errors as [`Store::rotate_refresh_token`].
+    pub async fn keep_refresh_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: i64,
+        access: AccessTokenRow,
+    ) -> Result<(), RedeemError> {
+        let (hash, owner) = (hash_secret(token), client_id.to_owned());
+        let live = self
+            .writer
+            .write(move |c| {
+                let Some(grant_id) = c
+                    .prepare_cached(
+                        "SELECT grant_id FROM refresh_tokens WHERE token_hash = $1 \
+                         AND client_id = $2 AND revoked = FALSE AND expires_at > $3",
+                    )?
+                    .query_row(params![hash, owner, now], |r| r.get::<_, String>(0))
+                    .optional()?
+                else {
+                    return Ok(false);
+                };
+                access.insert_for(c, &grant_id)?;
+                Ok(true)
+            })
+            .await?;
+        if live {
+            Ok(())
+        } else {
+            Err(self.why_not_refreshed(token, client_id, now))
+        }
+    }
+
+    /// Why a refresh token's write found it unusable. This read decides nothing; the write did.
+    fn why_not_refreshed(&self, token: &str, client_id: &str, now: i64) -> RedeemError {
+        match self.peek_refresh_token::<serde::de::IgnoredAny>(token, client_id, now) {
+            Err(why) => why,
+            // Unreachable unless the row changed between the two statements (it cannot become
+            // unrevoked again); treat as unknown.
+            Ok(_) => RedeemError::Unknown,
         }
     }
 
@@ -645,7 +698,7 @@ mod tests {
             store
                 .rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access("j0", "g2")))
                 .await,
-            Err(RedeemError::Store(StoreError::Writer(_)))
+            Err(RedeemError::Store(StoreError::Invariant(_)))
         ));
         assert!(store.peek_refresh_token::<Value>(&t, "c1", 1).is_ok());
         assert_eq!(refresh_rows().await, 1);
@@ -674,6 +727,73 @@ mod tests {
         assert_eq!((grant_id.as_str(), data), ("g1", json!({"sub": "u1"})));
     }
 
+    #[tokio::test]
+    async fn keeping_a_refresh_token_checks_it_again_in_the_write() {
+        let (store, _dir) = temp_store().await;
+        let t = store
+            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
+            .await
+            .unwrap();
+        let access = |jti: &str, grant_id: &str| {
+            AccessTokenRow::new(
+                jti,
+                "c1",
+                Some(grant_id),
+                &json!({}),
+                2000,
+                Default::default(),
+            )
+            .unwrap()
+        };
+        store
+            .keep_refresh_token(&t, "c1", 1, access("j1", "g1"))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get_access_token::<Value>("j1")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(matches!(
+            store
+                .keep_refresh_token(&t, "c1", 1, access("j2", "g2"))
+                .await,
+            Err(RedeemError::Store(StoreError::Invariant(_)))
+        ));
+        assert!(matches!(
+            store
+                .keep_refresh_token(&t, "c2", 1, access("j3", "g1"))
+                .await,
+            Err(RedeemError::WrongClient)
+        ));
+        assert!(matches!(
+            store
+                .keep_refresh_token(&t, "c1", 5000, access("j4", "g1"))
+                .await,
+            Err(RedeemError::Expired)
+        ));
+        // Revoked after the caller read it (the token's client deleted, say): nothing recorded.
+        sqlx::query("UPDATE refresh_tokens SET revoked = TRUE")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .keep_refresh_token(&t, "c1", 2, access("j5", "g1"))
+                .await,
+            Err(RedeemError::Reused { .. })
+        ));
+        for jti in ["j2", "j3", "j4", "j5"] {
+            assert_eq!(
+                store.get_access_token::<Value>(jti).await.unwrap(),
+                None,
+                "{jti}"
+            );
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_rotations_one_winner_one_successor() {
         let (store, _dir) = temp_store().await;
@@ -682,10 +802,19 @@ mod tests {
             .await
             .unwrap();
         let mut tasks = Vec::new();
-        for _ in 0..20 {
+        for i in 0..20 {
             let (s, t) = (store.clone(), t.clone());
+            let access = AccessTokenRow::new(
+                &format!("j{i}"),
+                "c1",
+                Some("g1"),
+                &json!({}),
+                2000,
+                Default::default(),
+            )
+            .unwrap();
             tasks.push(tokio::spawn(async move {
-                s.rotate_refresh_token::<Value>(&t, "c1", 1, 9000, None)
+                s.rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access))
                     .await
             }));
         }
@@ -703,6 +832,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 2);
+        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(recorded, 1, "one access token, the winner's");
     }
 
     #[tokio::test]
