@@ -266,7 +266,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::StoreError;
-    use super::super::test_support::temp_store;
+    use super::super::test_support::{access_row, temp_store};
     use super::*;
 
     fn grant() -> AuthorizationGrant {
@@ -393,15 +393,7 @@ mod tests {
     /// The rows the code exchange writes with the redemption: an access token `jti` and a
     /// refresh token, for `grant_id`.
     fn rows(jti: &str, grant_id: &str) -> (AccessTokenRow, RefreshTokenRow) {
-        let access = AccessTokenRow::new(
-            jti,
-            "c1",
-            Some(grant_id),
-            &serde_json::json!({"sub": "user-1"}),
-            2000,
-            Default::default(),
-        )
-        .unwrap();
+        let access = access_row(jti, grant_id);
         let (_, refresh) = RefreshTokenRow::new(grant_id, "c1", &grant(), 1000, 5000).unwrap();
         (access, refresh)
     }

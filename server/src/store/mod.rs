@@ -367,6 +367,20 @@ pub(crate) mod test_support {
         let store = Store::open(&url).await.unwrap();
         (store, dir)
     }
+
+    /// An access token's record for client `c1` under `grant_id`, as the code exchange and the
+    /// refresh write it.
+    pub fn access_row(jti: &str, grant_id: &str) -> super::AccessTokenRow {
+        super::AccessTokenRow::new(
+            jti,
+            "c1",
+            Some(grant_id),
+            &serde_json::json!({}),
+            2000,
+            Default::default(),
+        )
+        .unwrap()
+    }
 }
 
 #[cfg(test)]

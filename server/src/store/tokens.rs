@@ -101,11 +101,7 @@ impl AccessTokenRow {
     /// As [`AccessTokenRow::insert`], for a token that must belong to `grant_id` (the grant of
     /// the code or refresh token the same write spends).
     pub(super) fn insert_for(&self, c: &Connection, grant_id: &str) -> Result<()> {
-        if self.grant_id.as_deref() != Some(grant_id) {
-            return Err(StoreError::Invariant(
-                "an access token recorded with a code or refresh token must be for its grant",
-            ));
-        }
+        same_grant(self.grant_id.as_deref(), grant_id)?;
         self.insert(c)
     }
 
@@ -127,10 +123,7 @@ impl AccessTokenRow {
                 self.resource,
                 self.token_hash
             ])?;
-        if written == 0 {
-            return Err(StoreError::GrantRevoked);
-        }
-        Ok(())
+        written_unless_revoked(written)
     }
 }
 
@@ -173,11 +166,7 @@ impl RefreshTokenRow {
 
     /// As [`RefreshTokenRow::insert`], for a token that must belong to `grant_id`.
     pub(super) fn insert_for(&self, c: &Connection, grant_id: &str) -> Result<()> {
-        if self.grant_id != grant_id {
-            return Err(StoreError::Invariant(
-                "a refresh token recorded with a code must be for its grant",
-            ));
-        }
+        same_grant(Some(&self.grant_id), grant_id)?;
         self.insert(c)
     }
 
@@ -198,9 +187,27 @@ impl RefreshTokenRow {
                 self.created_at,
                 self.expires_at
             ])?;
-        if written == 0 {
-            return Err(StoreError::GrantRevoked);
-        }
+        written_unless_revoked(written)
+    }
+}
+
+/// A token written in the same write as the code or refresh token it comes from must be for
+/// that one's grant (a programming error otherwise).
+fn same_grant(token_grant: Option<&str>, grant_id: &str) -> Result<()> {
+    if token_grant == Some(grant_id) {
+        Ok(())
+    } else {
+        Err(StoreError::Invariant(
+            "a token recorded with a code or refresh token must be for its grant",
+        ))
+    }
+}
+
+/// An `INSERT … WHERE NOT EXISTS (revoked grant)` that wrote nothing: `GrantRevoked`.
+fn written_unless_revoked(rows: usize) -> Result<()> {
+    if rows == 0 {
+        Err(StoreError::GrantRevoked)
+    } else {
         Ok(())
     }
 }
@@ -570,7 +577,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::temp_store;
+    use super::super::test_support::{access_row, temp_store};
     use super::*;
     use serde_json::{Value, json};
 
@@ -631,13 +638,19 @@ mod tests {
         assert_eq!(rec.created_at, 1300);
     }
 
-    #[tokio::test]
-    async fn refresh_expired_unknown_wrong_client() {
-        let (store, _dir) = temp_store().await;
+    /// A store holding one refresh token `t` of grant g1 and client c1, valid until 5000.
+    async fn with_refresh_token(data: &Value) -> (Store, tempfile::TempDir, String) {
+        let (store, dir) = temp_store().await;
         let t = store
-            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
+            .issue_refresh_token("g1", "c1", data, 0, 5000)
             .await
             .unwrap();
+        (store, dir, t)
+    }
+
+    #[tokio::test]
+    async fn refresh_expired_unknown_wrong_client() {
+        let (store, _dir, t) = with_refresh_token(&json!({})).await;
         assert!(matches!(
             store
                 .rotate_refresh_token::<Value>("nope", "c1", 1, 10, None)
@@ -671,22 +684,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rotation_records_its_access_token_or_nothing() {
-        let (store, _dir) = temp_store().await;
-        let t = store
-            .issue_refresh_token("g1", "c1", &json!({"sub": "u1"}), 0, 5000)
-            .await
-            .unwrap();
-        let access = |jti: &str, grant_id: &str| {
-            AccessTokenRow::new(
-                jti,
-                "c1",
-                Some(grant_id),
-                &json!({}),
-                2000,
-                Default::default(),
-            )
-            .unwrap()
-        };
+        let (store, _dir, t) = with_refresh_token(&json!({"sub": "u1"})).await;
         let refresh_rows = || async {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM refresh_tokens")
                 .fetch_one(store.pool())
@@ -696,7 +694,7 @@ mod tests {
         // An access token for another grant: refused, and the presented token is not spent.
         assert!(matches!(
             store
-                .rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access("j0", "g2")))
+                .rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access_row("j0", "g2")))
                 .await,
             Err(RedeemError::Store(StoreError::Invariant(_)))
         ));
@@ -705,7 +703,7 @@ mod tests {
         assert_eq!(store.get_access_token::<Value>("j0").await.unwrap(), None);
 
         let r = store
-            .rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access("j1", "g1")))
+            .rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access_row("j1", "g1")))
             .await
             .unwrap();
         assert_eq!((r.grant_id.as_str(), r.expires_at), ("g1", 5000));
@@ -729,24 +727,9 @@ mod tests {
 
     #[tokio::test]
     async fn keeping_a_refresh_token_checks_it_again_in_the_write() {
-        let (store, _dir) = temp_store().await;
-        let t = store
-            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
-            .await
-            .unwrap();
-        let access = |jti: &str, grant_id: &str| {
-            AccessTokenRow::new(
-                jti,
-                "c1",
-                Some(grant_id),
-                &json!({}),
-                2000,
-                Default::default(),
-            )
-            .unwrap()
-        };
+        let (store, _dir, t) = with_refresh_token(&json!({})).await;
         store
-            .keep_refresh_token(&t, "c1", 1, access("j1", "g1"))
+            .keep_refresh_token(&t, "c1", 1, access_row("j1", "g1"))
             .await
             .unwrap();
         assert!(
@@ -758,19 +741,19 @@ mod tests {
         );
         assert!(matches!(
             store
-                .keep_refresh_token(&t, "c1", 1, access("j2", "g2"))
+                .keep_refresh_token(&t, "c1", 1, access_row("j2", "g2"))
                 .await,
             Err(RedeemError::Store(StoreError::Invariant(_)))
         ));
         assert!(matches!(
             store
-                .keep_refresh_token(&t, "c2", 1, access("j3", "g1"))
+                .keep_refresh_token(&t, "c2", 1, access_row("j3", "g1"))
                 .await,
             Err(RedeemError::WrongClient)
         ));
         assert!(matches!(
             store
-                .keep_refresh_token(&t, "c1", 5000, access("j4", "g1"))
+                .keep_refresh_token(&t, "c1", 5000, access_row("j4", "g1"))
                 .await,
             Err(RedeemError::Expired)
         ));
@@ -781,7 +764,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             store
-                .keep_refresh_token(&t, "c1", 2, access("j5", "g1"))
+                .keep_refresh_token(&t, "c1", 2, access_row("j5", "g1"))
                 .await,
             Err(RedeemError::Reused { .. })
         ));
@@ -796,23 +779,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_rotations_one_winner_one_successor() {
-        let (store, _dir) = temp_store().await;
-        let t = store
-            .issue_refresh_token("g1", "c1", &json!({}), 0, 5000)
-            .await
-            .unwrap();
+        let (store, _dir, t) = with_refresh_token(&json!({})).await;
         let mut tasks = Vec::new();
         for i in 0..20 {
             let (s, t) = (store.clone(), t.clone());
-            let access = AccessTokenRow::new(
-                &format!("j{i}"),
-                "c1",
-                Some("g1"),
-                &json!({}),
-                2000,
-                Default::default(),
-            )
-            .unwrap();
+            let access = access_row(&format!("j{i}"), "g1");
             tasks.push(tokio::spawn(async move {
                 s.rotate_refresh_token::<Value>(&t, "c1", 1, 9000, Some(access))
                     .await
