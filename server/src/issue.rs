@@ -47,10 +47,20 @@ pub struct AccessTokenRequest<'a> {
     pub txn: Option<&'a str>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedToken {
     pub token: String,
     pub expires_in: i64,
+}
+
+/// A bearer token is a credential: a Debug print shows only that there is one.
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 /// An access token signed (and encrypted, if its API asks) whose record is not written yet: the
@@ -260,6 +270,17 @@ pub fn bound_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_debug_print_does_not_show_the_token() {
+        let t = IssuedToken {
+            token: "eyJhbGciOiJQUzI1NiJ9.secret.sig".into(),
+            expires_in: 300,
+        };
+        let printed = format!("{t:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains("300"), "{printed}");
+    }
 
     #[test]
     fn at_hash_matches_the_openid_connect_example() {

@@ -27,12 +27,24 @@ impl<T> RefreshTokenRecord<T> {
 
 /// The outcome of a successful rotation: the successor (plaintext, for the client) and what the
 /// grant carries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct RotatedRefreshToken<T> {
     pub refresh_token: String,
     pub grant_id: String,
     pub data: T,
     pub expires_at: i64,
+}
+
+/// The successor is a credential: a Debug print shows only that there is one.
+impl<T: std::fmt::Debug> std::fmt::Debug for RotatedRefreshToken<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedRefreshToken")
+            .field("refresh_token", &"<redacted>")
+            .field("grant_id", &self.grant_id)
+            .field("data", &self.data)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// An access token as stored, by jti.
@@ -708,6 +720,8 @@ mod tests {
             .unwrap();
         assert_eq!((r.grant_id.as_str(), r.expires_at), ("g1", 5000));
         assert_eq!(r.data, json!({"sub": "u1"}));
+        let printed = format!("{r:?}");
+        assert!(!printed.contains(&r.refresh_token), "{printed}");
         let j1 = store
             .get_access_token::<Value>("j1")
             .await
