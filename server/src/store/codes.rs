@@ -55,10 +55,20 @@ pub struct AuthorizationGrant {
 
 /// A code just issued: the plaintext (given to the client once, never stored) and the grant it
 /// starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCode {
     pub code: String,
     pub grant_id: String,
+}
+
+/// The code is a credential: a Debug print shows only that there is one.
+impl std::fmt::Debug for IssuedCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCode")
+            .field("code", &"<redacted>")
+            .field("grant_id", &self.grant_id)
+            .finish()
+    }
 }
 
 /// A code successfully redeemed (exactly once).
@@ -292,6 +302,8 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(stored, issued.code);
+        let printed = format!("{issued:?}");
+        assert!(!printed.contains(&issued.code), "{printed}");
 
         let first = store
             .redeem_code::<AuthorizationGrant>(&issued.code, "c1", 1000)
