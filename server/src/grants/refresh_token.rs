@@ -55,11 +55,7 @@ pub async fn grant(
         Ok(found) => found,
         // Without rotation a revoked token is just that; with it, a token presented after its
         // rotation is a replay, and the grant goes.
-        Err(RedeemError::Reused { .. }) if !rotates => {
-            return Err(OAuthError::invalid_grant(
-                "the refresh token has been revoked",
-            ));
-        }
+        Err(RedeemError::Reused { .. }) if !rotates => return Err(revoked()),
         Err(e) => return Err(refused(state, client, e, REPLAYED).await),
     };
     // §6: the new access token's scope may be narrower than the grant's, never wider.
@@ -92,9 +88,7 @@ pub async fn grant(
             .await
         {
             Ok(()) => Ok(token_response(body)),
-            Err(RedeemError::Reused { .. }) => Err(OAuthError::invalid_grant(
-                "the refresh token has been revoked",
-            )),
+            Err(RedeemError::Reused { .. }) => Err(revoked()),
             Err(e) => Err(e.into()),
         };
     }
@@ -118,3 +112,8 @@ pub async fn grant(
 }
 
 const REPLAYED: &str = "a rotated refresh token was presented again: its grant is revoked";
+
+/// Without rotation a revoked refresh token is just that: no replay, nothing else revoked.
+fn revoked() -> OAuthError {
+    OAuthError::invalid_grant("the refresh token has been revoked")
+}

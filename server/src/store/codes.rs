@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::spendable::Spendable;
 use super::tokens::{AccessTokenRow, RefreshTokenRow};
 use super::{RedeemError, Result, Store, hash_secret, par, random_id};
 
@@ -150,8 +151,7 @@ impl Store {
         client_id: &str,
         now: i64,
     ) -> Result<RedeemedCode<T>, RedeemError> {
-        let row = self.code_row(&hash_secret(code))?;
-        let row = judge(row, client_id, now)?;
+        let row = Spendable::judge(self.code_row(&hash_secret(code))?, client_id, now)?;
         Ok(RedeemedCode {
             grant_id: row.grant_id,
             data: serde_json::from_str(&row.data)?,
@@ -194,33 +194,17 @@ impl Store {
 
     /// Why a redemption's UPDATE matched no row. This read decides nothing; the UPDATE did.
     fn why_not_redeemed(&self, code_hash: &str, client_id: &str, now: i64) -> RedeemError {
-        match self.code_row(code_hash) {
-            Err(e) => e.into(),
-            Ok(row) => match judge(row, client_id, now) {
-                Err(why) => why,
-                // Unreachable unless the row changed between the two statements (it cannot
-                // become unused again); treat as unknown.
-                Ok(_) => RedeemError::Unknown,
-            },
-        }
+        Spendable::why_not(self.code_row(code_hash), client_id, now)
     }
 
-    fn code_row(&self, code_hash: &str) -> Result<Option<CodeRow>> {
+    fn code_row(&self, code_hash: &str) -> Result<Option<Spendable>> {
         self.readers.read(|c| {
-            Ok(c.prepare_cached(
+            Spendable::read(
+                c,
                 "SELECT client_id, grant_id, data, expires_at, used FROM authorization_codes \
                  WHERE code_hash = $1",
-            )?
-            .query_row(params![code_hash], |r| {
-                Ok(CodeRow {
-                    client_id: r.get(0)?,
-                    grant_id: r.get(1)?,
-                    data: r.get(2)?,
-                    expires_at: r.get(3)?,
-                    used: r.get(4)?,
-                })
-            })
-            .optional()?)
+                code_hash,
+            )
         })
     }
 }
@@ -242,33 +226,6 @@ fn redeem(
         Ok((r.get(0)?, r.get(1)?))
     })
     .optional()?)
-}
-
-/// A code's row, whatever its state.
-struct CodeRow {
-    client_id: String,
-    grant_id: String,
-    data: String,
-    expires_at: i64,
-    used: bool,
-}
-
-/// Whether `client_id` may redeem the code now, and if not, why.
-fn judge(row: Option<CodeRow>, client_id: &str, now: i64) -> Result<CodeRow, RedeemError> {
-    let Some(row) = row else {
-        return Err(RedeemError::Unknown);
-    };
-    if row.client_id != client_id {
-        Err(RedeemError::WrongClient)
-    } else if row.used {
-        Err(RedeemError::Reused {
-            grant_id: row.grant_id,
-        })
-    } else if row.expires_at <= now {
-        Err(RedeemError::Expired)
-    } else {
-        Ok(row)
-    }
 }
 
 #[cfg(test)]

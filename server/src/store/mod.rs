@@ -22,6 +22,7 @@ mod par;
 mod reader;
 mod resource_servers;
 mod sessions;
+mod spendable;
 mod tokens;
 mod users;
 mod writer;

@@ -185,7 +185,10 @@ mod tests {
             opaque_token: None,
         };
         store
-            .insert_access_token_keyed("t-a", "c1", None, &json!({}), 9_999, keys)
+            .record_access_token(
+                crate::store::AccessTokenRow::new("t-a", "c1", None, &json!({}), 9_999, keys)
+                    .unwrap(),
+            )
             .await
             .unwrap();
         store

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 
+use super::spendable::Spendable;
 use super::{RedeemError, Result, Store, StoreError, hash_secret, random_id};
 
 /// A refresh token as stored (the token itself is not: only its hash).
@@ -361,12 +362,7 @@ impl Store {
 
     /// Why a refresh token's write found it unusable. This read decides nothing; the write did.
     fn why_not_refreshed(&self, token: &str, client_id: &str, now: i64) -> RedeemError {
-        match self.peek_refresh_token::<serde::de::IgnoredAny>(token, client_id, now) {
-            Err(why) => why,
-            // Unreachable unless the row changed between the two statements (it cannot become
-            // unrevoked again); treat as unknown.
-            Ok(_) => RedeemError::Unknown,
-        }
+        Spendable::why_not(self.refresh_row(token), client_id, now)
     }
 
     /// The grant a refresh token stands for, if `client_id` may use it now; nothing is spent.
@@ -378,35 +374,20 @@ impl Store {
         client_id: &str,
         now: i64,
     ) -> Result<(String, T), RedeemError> {
+        let row = Spendable::judge(self.refresh_row(token)?, client_id, now)?;
+        Ok((row.grant_id, serde_json::from_str(&row.data)?))
+    }
+
+    fn refresh_row(&self, token: &str) -> Result<Option<Spendable>> {
         let hash = hash_secret(token);
-        let row = self.readers.read(|c| {
-            Ok(c.prepare_cached(
+        self.readers.read(|c| {
+            Spendable::read(
+                c,
                 "SELECT client_id, grant_id, data, expires_at, revoked FROM refresh_tokens \
                  WHERE token_hash = $1",
-            )?
-            .query_row(params![hash], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, bool>(4)?,
-                ))
-            })
-            .optional()?)
-        })?;
-        let Some((owner, grant_id, data, expires, revoked)) = row else {
-            return Err(RedeemError::Unknown);
-        };
-        if owner != client_id {
-            Err(RedeemError::WrongClient)
-        } else if revoked {
-            Err(RedeemError::Reused { grant_id })
-        } else if expires <= now {
-            Err(RedeemError::Expired)
-        } else {
-            Ok((grant_id, serde_json::from_str(&data)?))
-        }
+                &hash,
+            )
+        })
     }
 
     /// The stored refresh token (for introspection), whatever its state; `None` if unknown.
@@ -482,30 +463,14 @@ impl Store {
         data: &T,
         expires_at: i64,
     ) -> Result<()> {
-        self.insert_access_token_keyed(
+        let row = AccessTokenRow::new(
             jti,
             client_id,
             grant_id,
             data,
             expires_at,
             AccessTokenKeys::default(),
-        )
-        .await
-    }
-
-    /// As [`Store::insert_access_token`], also recording the API the token is for and, for a
-    /// token the server cannot read back (JWE), the hash of the token string.
-    #[cfg(test)]
-    pub async fn insert_access_token_keyed<T: Serialize>(
-        &self,
-        jti: &str,
-        client_id: &str,
-        grant_id: Option<&str>,
-        data: &T,
-        expires_at: i64,
-        keys: AccessTokenKeys<'_>,
-    ) -> Result<()> {
-        let row = AccessTokenRow::new(jti, client_id, grant_id, data, expires_at, keys)?;
+        )?;
         self.record_access_token(row).await
     }
 
@@ -992,7 +957,9 @@ mod tests {
             opaque_token: Some("eyJ.a.b.c.d"),
         };
         store
-            .insert_access_token_keyed("j1", "c1", None, &json!({"aud": "x"}), 2000, keys)
+            .record_access_token(
+                AccessTokenRow::new("j1", "c1", None, &json!({"aud": "x"}), 2000, keys).unwrap(),
+            )
             .await
             .unwrap();
         let stored: String = sqlx::query_scalar("SELECT token_hash FROM access_tokens")
