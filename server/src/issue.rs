@@ -91,7 +91,7 @@ pub async fn unrecorded_access_token(
     req: &AccessTokenRequest<'_>,
 ) -> Result<UnrecordedToken, OAuthError> {
     let now = state.now();
-    let jti = crate::store::time_ordered_id(now)?;
+    let jti = crate::store::time_ordered_id()?;
     let (audience, lifetime) = match req.api {
         Some(api) => (
             api.identifier.as_str(),
