@@ -9,6 +9,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use p256::ecdsa::signature::Verifier as _;
 use rsa::{BigUint, Oaep, Pss, RsaPublicKey};
@@ -424,18 +425,35 @@ async fn dropping_a_pool_of_processes_waits_for_them() {
         .await
         .unwrap();
     assert_eq!(worker_children().len(), 2);
+    // A thread takes its name once it first runs: on a busy machine, a moment after the start.
+    let named = Instant::now() + Duration::from_secs(10);
+    while pool_threads() < 2 && Instant::now() < named {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(pool_threads(), 2);
     drop(pool);
     assert_eq!(pool_threads(), 0, "the pool's threads outlived it");
     assert_eq!(worker_children(), Vec::<i32>::new());
 }
 
-/// Threads of this process that belong to a pool (`hsm-worker-N`).
+/// Threads of this process that belong to a pool (`hsm-worker-N`) and have not ended. A joined
+/// thread can still be listed for a moment while the kernel finishes its exit (join returns when
+/// the thread's stack is released, before it leaves /proc), flagged PF_EXITING: not counted.
 fn pool_threads() -> usize {
+    const PF_EXITING: u64 = 0x4;
     std::fs::read_dir("/proc/self/task")
         .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with("hsm-worker-"))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // tid (comm) state ppid pgrp session tty_nr tpgid flags ...
+            let (head, rest) = stat.rsplit_once(')').unwrap_or((stat, ""));
+            let flags: u64 = rest
+                .split_whitespace()
+                .nth(6)
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(0);
+            head.contains("(hsm-worker-") && flags & PF_EXITING == 0
+        })
         .count()
 }
 
