@@ -180,14 +180,15 @@ pub async fn verify_access_token(
 pub async fn verify_active(state: &AppState, token: &str) -> Result<VerifiedToken, OAuthError> {
     let claims = verify_signature(state, token)?;
     let now = state.now();
-    let skew = state.clock_skew.max(0);
     let exp = numeric_date(&claims, "exp")?
         .ok_or_else(|| OAuthError::invalid_token("the access token has no exp"))?;
-    if now.saturating_sub(skew) >= exp {
+    // Our own token, its exp set by our clock: no leeway (RFC 7662 §2.2: active only "before its
+    // expiration time"). `keys.clock_skew_seconds` is for other parties' clocks.
+    if now >= exp {
         return Err(OAuthError::invalid_token("the access token has expired"));
     }
     if let Some(nbf) = numeric_date(&claims, "nbf")? {
-        if nbf > now.saturating_add(skew) {
+        if nbf > now {
             return Err(OAuthError::invalid_token(
                 "the access token is not valid yet (nbf)",
             ));

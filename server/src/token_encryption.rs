@@ -4,7 +4,8 @@
 //!
 //! Everything here is a public-key operation, done in software (josekit on OpenSSL): the server
 //! holds no private key for it, and none is ever accepted. The header is
-//! `{alg, enc, cty: "JWT", kid?}`; `alg` is RSA-OAEP-256 (default) or RSA-OAEP, `enc` A256GCM
+//! `{alg, enc, cty: "JWT", kid?}`; `alg` is RSA-OAEP-256 (default), RSA-OAEP-384, RSA-OAEP-512
+//! or RSA-OAEP, `enc` A256GCM
 //! (default) or A128CBC-HS256. The content-encryption key is made here, in a buffer that is
 //! zeroized when the token is done, and handed to josekit rather than left to it.
 
@@ -53,6 +54,10 @@ pub struct EncryptionKey {
     /// Put in the JWE header; unset: the JWK's `kid`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
+    /// The operator's label for the key (as the product's Management API takes it): kept and
+    /// shown, never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +67,10 @@ pub enum KeyWrap {
     RsaOaep256,
     #[serde(rename = "RSA-OAEP")]
     RsaOaep,
+    #[serde(rename = "RSA-OAEP-384")]
+    RsaOaep384,
+    #[serde(rename = "RSA-OAEP-512")]
+    RsaOaep512,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,10 +117,17 @@ impl TokenEncryption {
         let alg = match key.alg {
             KeyWrap::RsaOaep256 => josekit::jwe::RSA_OAEP_256,
             KeyWrap::RsaOaep => josekit::jwe::RSA_OAEP,
+            KeyWrap::RsaOaep384 => josekit::jwe::RSA_OAEP_384,
+            KeyWrap::RsaOaep512 => josekit::jwe::RSA_OAEP_512,
         };
         if let Some(kid) = &key.kid {
             if kid.is_empty() || kid.len() > 256 {
                 return Err("kid must be 1 to 256 characters".into());
+            }
+        }
+        if let Some(name) = &key.name {
+            if name.is_empty() || name.chars().count() > 128 {
+                return Err("encryption_key.name must be 1 to 128 characters".into());
             }
         }
         let (inner, jwk_kid) = match (&key.pem, &key.jwk) {

@@ -193,6 +193,12 @@ fn management_api_crud_and_bad_registrations() {
             "jwk",
         ),
         (
+            "an empty key name",
+            json!({"identifier": unique_api(), "name": "x",
+                   "token_encryption": encryption(json!({"pem": spki_pem(&good), "name": ""}))}),
+            "name",
+        ),
+        (
             "http identifier",
             json!({"identifier": "http://api.example.com/x", "name": "x"}),
             "identifier",
@@ -718,4 +724,95 @@ fn jwe_access_tokens_for_every_grant() {
     let refreshed = verify_jwt(&fapi.server, &inner, &api_b, Some("at+jwt")).unwrap();
     assert_ne!(refreshed["jti"], claims["jti"]);
     assert_eq!(claims_unverified(&inner)["aud"], json!(api_b));
+}
+
+#[test]
+fn access_tokens_are_inactive_from_their_exp_on() {
+    // RFC 7662 §2.2: active only "before its expiration time". The server set exp with its own
+    // clock, so no leeway applies (keys.clock_skew_seconds, 60 by default, is for others' clocks).
+    let fapi = Fapi::start("access_token_lifetime_seconds = 3");
+    let admin = rs_admin(&fapi);
+    let service = service_client(&fapi);
+    let (cert, _) = certificate("api-expiry.example.com", None, false);
+    let api = unique_api();
+    register_api(
+        &fapi,
+        &admin,
+        &json!({"identifier": api, "name": "E", "scopes": [{"value": "e:read"}],
+                "allowed_clients": [service.id],
+                "token_encryption": {"format": "compact-nested-jwe", "encryption_key": {
+                    "pem": String::from_utf8(cert.to_pem().unwrap()).unwrap()}}}),
+    );
+    let token_of = |extra: &[(&str, &str)]| {
+        let r = client_credentials(&fapi, &service, extra);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["expires_in"], json!(3), "{}", r.body);
+        r.json()["access_token"].as_str().unwrap().to_owned()
+    };
+    let signed = token_of(&[]);
+    let encrypted = token_of(&[("resource", &api)]);
+    assert_eq!(encrypted.split('.').count(), 5, "a JWE: {encrypted}");
+    let active = |token: &str| {
+        let r = service.post(&fapi.server, "/introspect", &pairs(&[("token", token)]));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["active"].clone()
+    };
+    assert_eq!(active(&signed), json!(true));
+    assert_eq!(active(&encrypted), json!(true));
+
+    // A second past exp (well inside the 60 s leeway for other parties' clocks).
+    let exp = claims_unverified(&signed)["exp"].as_i64().unwrap();
+    while now() <= exp {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(active(&signed), json!(false));
+    assert_eq!(active(&encrypted), json!(false));
+    // A resource says so too: 401 invalid_token, because it expired.
+    let r = bearer_get(
+        fapi.server.mtls_port,
+        "/userinfo",
+        &signed,
+        service.identity(),
+    );
+    let (status, code, description) = refusal(&r);
+    assert_eq!(
+        (status, code.as_str()),
+        (401, "invalid_token"),
+        "{}",
+        r.body
+    );
+    assert!(description.contains("expired"), "{description}");
+}
+
+#[test]
+fn jwe_keys_take_a_name_and_the_larger_oaep_hashes() {
+    let fapi = Fapi::start("");
+    let admin = rs_admin(&fapi);
+    let service = service_client(&fapi);
+    for alg in ["RSA-OAEP-384", "RSA-OAEP-512"] {
+        let (cert, cert_key) = certificate("api-oaep.example.com", None, false);
+        let api = unique_api();
+        let registered = register_api(
+            &fapi,
+            &admin,
+            &json!({"identifier": api, "name": "O", "scopes": [{"value": "o:read"}],
+                    "allowed_clients": [service.id],
+                    "token_encryption": {"format": "compact-nested-jwe", "encryption_key": {
+                        "name": "payments API key 2026", "alg": alg,
+                        "pem": String::from_utf8(cert.to_pem().unwrap()).unwrap()}}}),
+        );
+        // The label is kept and shown (as the product's Management API does), never used.
+        assert_eq!(
+            registered["token_encryption"]["encryption_key"]["name"],
+            json!("payments API key 2026"),
+            "{registered}"
+        );
+        let r = client_credentials(&fapi, &service, &[("resource", &api)]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        // OpenSSL unwraps the CEK with OAEP over that SHA-2 (and MGF1 with it).
+        let (header, inner) = decrypt(r.json()["access_token"].as_str().unwrap(), &cert_key);
+        assert_eq!(header["alg"], json!(alg));
+        let claims = verify_jwt(&fapi.server, &inner, &api, Some("at+jwt")).unwrap();
+        assert_eq!(claims["scope"], json!("o:read"));
+    }
 }

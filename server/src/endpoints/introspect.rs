@@ -162,8 +162,8 @@ async fn encrypted_access_token(
     else {
         return Ok(None);
     };
-    let now = state.now();
-    let live = record.is_active(now.saturating_sub(state.clock_skew.max(0)));
+    // As for a signed token (bearer::verify_active): our own expiry, no leeway.
+    let live = record.is_active(state.now());
     let may_know = record.client_id == client_id
         || introspects_for_audience(state, &record.data, client_id).await?;
     if !may_know || !live {

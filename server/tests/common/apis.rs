@@ -82,7 +82,8 @@ pub fn client_credentials(fapi: &Fapi, client: &FapiClient, extra: &[(&str, &str
     client.post(&fapi.server, "/token", &p)
 }
 
-/// RSA-OAEP (SHA-1) or RSA-OAEP-256 (SHA-256, MGF1-SHA-256) key unwrap, as the header says.
+/// RSA-OAEP (SHA-1) or RSA-OAEP-256/384/512 (that SHA-2, MGF1 with the same) key unwrap, as the
+/// header says.
 pub fn unwrap_cek(
     header: &Value,
     encrypted_key: &[u8],
@@ -90,6 +91,8 @@ pub fn unwrap_cek(
 ) -> Result<Vec<u8>, openssl::error::ErrorStack> {
     let md = match header["alg"].as_str().unwrap() {
         "RSA-OAEP-256" => Md::sha256(),
+        "RSA-OAEP-384" => Md::sha384(),
+        "RSA-OAEP-512" => Md::sha512(),
         "RSA-OAEP" => Md::sha1(),
         other => panic!("unexpected alg {other}"),
     };
