@@ -67,6 +67,8 @@ pub struct OAuthError {
     pub description: String,
     /// Seconds, for 503 answers.
     pub retry_after: Option<u32>,
+    /// The `WWW-Authenticate` of a 401, when not the one its code implies.
+    pub challenge: Option<&'static str>,
 }
 
 impl OAuthError {
@@ -76,6 +78,7 @@ impl OAuthError {
             code,
             description: description_chars(&description.into()),
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -86,6 +89,15 @@ impl OAuthError {
     /// RFC 6749 §5.2: 401 when the client tried to authenticate and failed.
     pub fn invalid_client(d: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidClient, d)
+    }
+
+    /// RFC 6749 §5.2: a client that tried HTTP Basic gets a 401 with a `Basic` challenge, "matching
+    /// the authentication scheme used by the client".
+    pub fn invalid_client_basic(d: impl Into<String>) -> Self {
+        OAuthError {
+            challenge: Some("Basic realm=\"strongroom\""),
+            ..Self::invalid_client(d)
+        }
     }
 
     pub fn invalid_grant(d: impl Into<String>) -> Self {
@@ -170,10 +182,10 @@ impl IntoResponse for OAuthError {
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.code == ErrorCode::InvalidToken {
-                "Bearer error=\"invalid_token\""
-            } else {
-                "Bearer"
+            let challenge = match self.challenge {
+                Some(c) => c,
+                None if self.code == ErrorCode::InvalidToken => "Bearer error=\"invalid_token\"",
+                None => "Bearer",
             };
             h.insert(
                 header::WWW_AUTHENTICATE,

@@ -119,7 +119,11 @@ pub async fn unrecorded_access_token(
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + lifetime));
     claims.insert("jti".into(), json!(jti));
-    claims.insert("scope".into(), json!(req.scope));
+    // No scope granted (a client with none registered, or RAR details alone): no claim rather
+    // than an empty one (RFC 9068 §2.2.3).
+    if !req.scope.is_empty() {
+        claims.insert("scope".into(), json!(req.scope));
+    }
     if let Some(t) = req.auth_time {
         claims.insert("auth_time".into(), json!(t));
     }

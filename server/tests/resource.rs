@@ -639,3 +639,90 @@ fn refresh_tokens_introspect_and_revoke_their_whole_grant() {
     let why = assert_invalid_token(&get_with(server.port, "/userinfo", Some(&access), None));
     assert!(why.contains("revoked"), "{why}");
 }
+
+/// POST `body` to `path` with `Authorization: Basic` of `client_id:secret`.
+fn post_basic(
+    server: &Server,
+    path: &str,
+    client_id: &str,
+    body: &str,
+) -> (String, String, String) {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:secret"));
+    request(
+        server.port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Authorization: Basic {basic}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn http_basic_client_authentication_is_refused_as_rfc_6749_says() {
+    let server = start();
+    let client = register(&server, "accounts");
+    let token = cc_token(&server, &client, "accounts");
+    for path in ["/token", "/par", "/introspect", "/revoke"] {
+        // Basic alone: client_secret_basic is not offered, so 401 invalid_client with a Basic
+        // challenge, "matching the authentication scheme used by the client" (§5.2).
+        let body = match path {
+            "/token" => "grant_type=client_credentials".to_owned(),
+            _ => format!("token={token}"),
+        };
+        let (status, headers, resp) = post_basic(&server, path, &client.0, &body);
+        assert!(status.contains("401"), "{path}: {status} {resp}");
+        assert_eq!(error_code(&resp), "invalid_client", "{path}: {resp}");
+        assert_eq!(
+            challenge(&headers).as_deref(),
+            Some("basic realm=\"strongroom\""),
+            "{path}: {headers}"
+        );
+        // Basic beside a valid assertion: "more than one mechanism", 400 invalid_request.
+        let body = format!("{body}&{}", client_auth(&server, &client));
+        let (status, _, resp) = post_basic(&server, path, &client.0, &body);
+        assert!(status.contains("400"), "{path}: {status} {resp}");
+        assert_eq!(error_code(&resp), "invalid_request", "{path}: {resp}");
+    }
+    // Nothing above revoked the token.
+    assert_eq!(
+        introspect(&server, &client, &format!("token={token}"))["active"],
+        true
+    );
+}
+
+#[test]
+fn a_client_granted_no_scope_gets_no_scope_member() {
+    let server = start();
+    // Registered without a scope: client_credentials grants none.
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let jwk = json!({
+        "kty": "RSA", "kid": "client-key-1", "use": "sig", "alg": "PS256",
+        "n": b64(rsa.n().to_vec()), "e": b64(rsa.e().to_vec()),
+    });
+    let client_id = create_client(
+        &server,
+        &json!({
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [jwk]},
+            "grant_types": ["client_credentials"],
+        }),
+    );
+    let key = jsonwebtoken::EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap());
+    let client = (client_id, key);
+    let body = format!(
+        "grant_type=client_credentials&{}",
+        client_auth(&server, &client)
+    );
+    let (status, _, resp) = post_form(server.port, "/token", &body);
+    assert!(status.contains("200"), "{status} {resp}");
+    let resp: Value = serde_json::from_str(&resp).unwrap();
+    // Not `"scope": ""` (RFC 6749 §5.1, RFC 9068 §2.2.3, RFC 7662 §2.2: an optional member).
+    assert!(resp.get("scope").is_none(), "{resp}");
+    let token = resp["access_token"].as_str().unwrap();
+    assert!(inspect(&server, token).get("scope").is_none());
+    let info = introspect(&server, &client, &format!("token={token}"));
+    assert_eq!(info["active"], true, "{info}");
+    assert!(info.get("scope").is_none(), "{info}");
+}

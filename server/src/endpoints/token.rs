@@ -176,6 +176,26 @@ fn replayed() -> OAuthError {
     OAuthError::invalid_client("this client assertion has been used before")
 }
 
+/// `client_secret_basic` is not offered (no client has a secret), but a client may still try it.
+/// RFC 6749 §5.2: alone, a 401 `invalid_client` with a `Basic` challenge; beside an assertion or a
+/// certificate, a request that "utilizes more than one mechanism": 400 `invalid_request`.
+fn refuse_basic(headers: &HeaderMap, other_method: bool) -> Result<(), OAuthError> {
+    let basic = headers.get(header::AUTHORIZATION).is_some_and(|v| {
+        v.as_bytes()
+            .get(..6)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "))
+    });
+    match (basic, other_method) {
+        (false, _) => Ok(()),
+        (true, true) => Err(OAuthError::invalid_request(
+            "more than one client authentication method: HTTP Basic and another",
+        )),
+        (true, false) => Err(OAuthError::invalid_client_basic(
+            "client_secret_basic is not supported; see token_endpoint_auth_methods_supported",
+        )),
+    }
+}
+
 /// Finds the client (by `client_id`, or by the assertion's unverified `iss`), authenticates it
 /// by the method its registration and compliance level allow, checks the level's `x-fapi-*`
 /// headers. The assertion's `jti` is recorded later, with the request's first write (see
@@ -188,6 +208,10 @@ async fn authenticate_client(
     endpoint: &str,
 ) -> Result<(Arc<Client>, AuthenticatedClient), OAuthError> {
     let assertion = form.get("client_assertion");
+    refuse_basic(
+        headers,
+        assertion.is_some() || conn.peer_certificates.is_some(),
+    )?;
     let client_id = match (
         form.get("client_id"),
         assertion.and_then(client_auth::peek_assertion_client_id),

@@ -85,10 +85,12 @@ pub async fn grant(
         "access_token": issued.token,
         "token_type": "Bearer",
         "expires_in": issued.expires_in,
-        "scope": scope,
     });
-    if let (Some(d), Some(m)) = (details, body.as_object_mut()) {
-        m.insert("authorization_details".into(), Value::Array(d));
+    if let Some(m) = body.as_object_mut() {
+        super::insert_scope(m, &scope);
+        if let Some(d) = details {
+            m.insert("authorization_details".into(), Value::Array(d));
+        }
     }
     Ok(token_response(body))
 }

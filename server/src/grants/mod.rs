@@ -8,7 +8,7 @@ pub mod refresh_token;
 
 use axum::http::StatusCode;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::authorization_details;
 use crate::error::{ErrorCode, OAuthError};
@@ -110,10 +110,12 @@ pub async fn user_tokens(
         "access_token": access.token,
         "token_type": "Bearer",
         "expires_in": access.expires_in,
-        "scope": u.scope,
     });
-    if let (Some(d), Some(m)) = (u.authorization_details, body.as_object_mut()) {
-        m.insert("authorization_details".into(), json!(d));
+    if let Some(m) = body.as_object_mut() {
+        insert_scope(m, u.scope);
+        if let Some(d) = u.authorization_details {
+            m.insert("authorization_details".into(), json!(d));
+        }
     }
     if u.scope.split_whitespace().any(|s| s == "openid") {
         let id_token = issue::id_token(
@@ -224,6 +226,14 @@ pub async fn refused(
 pub fn insert(body: &mut serde_json::Value, name: &str, value: String) {
     if let Some(m) = body.as_object_mut() {
         m.insert(name.to_owned(), serde_json::Value::String(value));
+    }
+}
+
+/// The token response's `scope` (RFC 6749 §5.1): left out when nothing was granted, rather than
+/// an empty string.
+fn insert_scope(body: &mut serde_json::Map<String, Value>, scope: &str) {
+    if !scope.is_empty() {
+        body.insert("scope".into(), Value::from(scope));
     }
 }
 
