@@ -52,6 +52,18 @@ fn serves_jwks_and_discovery_over_tls_on_both_listeners_and_stops_cleanly() {
         discovery["jwks_uri"],
         format!("https://localhost:{}/jwks", server.port)
     );
+    // No client_ca_file: tls_client_auth cannot work, so it is not offered.
+    for list in [
+        "token_endpoint_auth_methods_supported",
+        "introspection_endpoint_auth_methods_supported",
+        "revocation_endpoint_auth_methods_supported",
+    ] {
+        assert_eq!(
+            discovery[list],
+            serde_json::json!(["private_key_jwt", "self_signed_tls_client_auth"]),
+            "{list}"
+        );
+    }
 
     // The mTLS listener serves the same routes.
     let (status, _, _) = get(server.mtls_port, "/jwks");
@@ -222,6 +234,17 @@ fn mtls_clients_get_certificate_bound_tokens_on_the_mtls_listener_only() {
     let server = start_with("client_ca_file = \"@DIR@/client-ca.pem\"", |dir| {
         std::fs::write(dir.join("client-ca.pem"), &ca_pem).unwrap();
     });
+    // With a client CA, discovery offers tls_client_auth.
+    let discovery: Value =
+        serde_json::from_str(&get(server.port, "/.well-known/openid-configuration").2).unwrap();
+    assert_eq!(
+        discovery["token_endpoint_auth_methods_supported"],
+        serde_json::json!([
+            "private_key_jwt",
+            "tls_client_auth",
+            "self_signed_tls_client_auth"
+        ])
+    );
 
     // self_signed_tls_client_auth: the certificate's key is in the client's JWKS.
     let (self_cert, self_key) = certificate("self-signed client", None, false);

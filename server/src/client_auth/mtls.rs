@@ -559,7 +559,9 @@ fn b64url_field(jwk: &Map<String, Value>, name: &str) -> Option<Vec<u8>> {
         .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
 }
 
-/// Whether `jwk` holds the public key of `cert` (or names the certificate itself in x5c).
+/// Whether `jwk` names `cert`: a JWK with `x5c` by its first certificate alone (RFC 8705 §2.2:
+/// the certificate "matches one of the certificates ... registered"); one without, by its public
+/// key (so clients may register the bare key of a certificate they renew).
 fn jwk_is_certificate_key(
     jwk: &Map<String, Value>,
     leaf_der: &[u8],
@@ -571,8 +573,8 @@ fn jwk_is_certificate_key(
         .and_then(|a| a.first())
         .and_then(Value::as_str)
         .and_then(|s| STANDARD.decode(s).ok());
-    if x5c_first.as_deref() == Some(leaf_der) {
-        return true;
+    if jwk.contains_key("x5c") {
+        return x5c_first.as_deref() == Some(leaf_der);
     }
     let spki = cert.public_key();
     let Ok(key) = spki.parsed() else {

@@ -637,6 +637,33 @@ fn self_signed_with_x5c_only() {
 }
 
 #[test]
+fn self_signed_with_x5c_matches_that_certificate_only() {
+    // Two certificates over one key; the JWK carries the key and names the first in x5c.
+    let key = ec_key();
+    let make = |cn: &str| {
+        cert(&CertSpec {
+            subject: &[("CN", cn)],
+            key: &key,
+            issuer: None,
+            ca: false,
+            sans: Sans::default(),
+            not_before: T0,
+            not_after: T0 + 1,
+        })
+    };
+    let (registered, other) = (make("registered"), make("other"));
+    let mut jwk = public_jwk(&key, "ec-x5c");
+    jwk["x5c"] = json!([x5c(&registered)]);
+    let jwks = json!({"keys": [jwk]});
+    verify_self_signed_tls_client_auth(&[der(&registered)], &jwks).unwrap();
+    // RFC 8705 §2.2: the certificate must match a registered one, not merely share its key.
+    refused(
+        verify_self_signed_tls_client_auth(&[der(&other)], &jwks),
+        "public key is not a key of the client's JWK Set",
+    );
+}
+
+#[test]
 fn self_signed_with_a_key_not_in_the_jwks() {
     let k = keys();
     for key in [&k.rsa_other, &ec_key()] {

@@ -42,22 +42,28 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
         .filter(|a| capabilities.can_decrypt(*a))
         .map(DecryptAlg::jose_name)
         .collect();
+    // tls_client_auth needs a client CA to chain certificates to (`client_ca_file`).
+    let auth_methods: Vec<&str> = [
+        "private_key_jwt",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+    ]
+    .into_iter()
+    .filter(|m| *m != "tls_client_auth" || state.client_ca.is_some())
+    .collect();
     axum::Json(json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/jwks"),
         "token_endpoint": format!("{issuer}/token"),
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported":
-            ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
+        "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],
         "userinfo_endpoint": format!("{issuer}/userinfo"),
         "introspection_endpoint": format!("{issuer}/introspect"),
-        "introspection_endpoint_auth_methods_supported":
-            ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
+        "introspection_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],
         "revocation_endpoint": format!("{issuer}/revoke"),
-        "revocation_endpoint_auth_methods_supported":
-            ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
+        "revocation_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": ["PS256", "ES256"],
         "mtls_endpoint_aliases": {
             "token_endpoint": format!("{}/token", state.mtls_base_url),
