@@ -209,6 +209,14 @@ pub fn check(api: &ResourceServer, details: &[Value]) -> Result<(), OAuthError> 
                 "an API's authorization_details schema does not compile");
             OAuthError::server_error("an authorization_details schema of the API is unusable")
         })?;
+        if let Some(member) = undeclared_member(schema, entry) {
+            return Err(invalid(format!(
+                "authorization_details[{i}] (type {:?}) has a member its type does not define: \
+                 {:?} (RFC 9396 §5)",
+                short(t),
+                short(member)
+            )));
+        }
         if let Some(e) = validator.iter_errors(entry).next() {
             let at = e.instance_path().to_string();
             let at = if at.is_empty() { "/".to_owned() } else { at };
@@ -223,6 +231,29 @@ pub fn check(api: &ResourceServer, details: &[Value]) -> Result<(), OAuthError> 
         }
     }
     Ok(())
+}
+
+/// RFC 9396 §5: an entry "of known type but containing unknown fields" is refused. A type's
+/// fields are its schema's top-level `properties` (besides `type`, and `locations`, which this
+/// server checks itself), unless the schema says how to treat others (`additionalProperties`,
+/// `patternProperties`, `unevaluatedProperties`) or names no `properties` at all. The first
+/// member outside them, if any.
+fn undeclared_member<'a>(schema: &Value, entry: &'a Value) -> Option<&'a str> {
+    let schema = schema.as_object()?;
+    let open = [
+        "additionalProperties",
+        "patternProperties",
+        "unevaluatedProperties",
+    ];
+    if open.iter().any(|k| schema.contains_key(*k)) {
+        return None;
+    }
+    let declared = schema.get("properties")?.as_object()?;
+    entry
+        .as_object()?
+        .keys()
+        .map(String::as_str)
+        .find(|k| !matches!(*k, "type" | "locations") && !declared.contains_key(*k))
 }
 
 /// Schemas compiled so far, by their JSON text: each request checks against the API's schemas,
@@ -349,7 +380,9 @@ mod tests {
                                 "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}
                             }
                         },
-                        "recipient": {"type": "string"}
+                        "recipient": {"type": "string"},
+                        "sourceAccount": {"type": "string"},
+                        "concept": {"type": "string"}
                     }
                 }
             }]
@@ -397,6 +430,39 @@ mod tests {
         }
         let e = parse(&json!([{"type": "t", "d": deep}]).to_string()).unwrap_err();
         assert!(e.description.contains("nested deeper"), "{}", e.description);
+    }
+
+    #[test]
+    fn members_a_type_does_not_define_are_refused_unless_its_schema_allows_them() {
+        let api = payment_api("https://pay.example", &["c"]);
+        let mut extra = seed_payment();
+        extra["creditorAccountOverride"] = json!("x");
+        let e = check(&api, &[extra.clone()]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidAuthorizationDetails);
+        assert!(
+            e.description.contains("'creditorAccountOverride'")
+                && e.description.contains("does not define"),
+            "{}",
+            e.description
+        );
+        // A schema that says how to treat other members, or declares none, decides itself.
+        for schema in [
+            json!({"type": "object", "properties": {"amount": {}}, "additionalProperties": true}),
+            json!({"type": "object", "properties": {"amount": {}},
+                   "patternProperties": {"^credit": {"type": "string"}}}),
+            json!({"type": "object", "required": ["amount"]}),
+        ] {
+            let open = ResourceServer::from_json(json!({
+                "identifier": "https://open.example", "name": "open", "allowed_clients": ["c"],
+                "authorization_details": [{"type": "one_time_payment", "schema": schema}],
+            }))
+            .unwrap();
+            check(&open, &[extra.clone()]).unwrap();
+        }
+        // Nested objects are the schema's business (here: no rule, so accepted).
+        let mut nested = seed_payment();
+        nested["amount"]["note"] = json!("x");
+        check(&api, &[nested]).unwrap();
     }
 
     #[test]
