@@ -35,22 +35,23 @@ fn issuer(server: &Server) -> String {
     format!("https://localhost:{}", server.port)
 }
 
-/// A private_key_jwt client allowed `scope`; its key signs assertions (kid client-key-1).
+/// A private_key_jwt client allowed `scope` (none registered if empty); its key signs
+/// assertions (kid client-key-1).
 fn register(server: &Server, scope: &str) -> (String, jsonwebtoken::EncodingKey) {
     let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
     let jwk = json!({
         "kty": "RSA", "kid": "client-key-1", "use": "sig", "alg": "PS256",
         "n": b64(rsa.n().to_vec()), "e": b64(rsa.e().to_vec()),
     });
-    let client_id = create_client(
-        server,
-        &json!({
-            "token_endpoint_auth_method": "private_key_jwt",
-            "jwks": {"keys": [jwk]},
-            "grant_types": ["client_credentials"],
-            "scope": scope,
-        }),
-    );
+    let mut metadata = json!({
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [jwk]},
+        "grant_types": ["client_credentials"],
+    });
+    if !scope.is_empty() {
+        metadata["scope"] = json!(scope);
+    }
+    let client_id = create_client(server, &metadata);
     let key = jsonwebtoken::EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap());
     (client_id, key)
 }
@@ -696,21 +697,7 @@ fn http_basic_client_authentication_is_refused_as_rfc_6749_says() {
 fn a_client_granted_no_scope_gets_no_scope_member() {
     let server = start();
     // Registered without a scope: client_credentials grants none.
-    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
-    let jwk = json!({
-        "kty": "RSA", "kid": "client-key-1", "use": "sig", "alg": "PS256",
-        "n": b64(rsa.n().to_vec()), "e": b64(rsa.e().to_vec()),
-    });
-    let client_id = create_client(
-        &server,
-        &json!({
-            "token_endpoint_auth_method": "private_key_jwt",
-            "jwks": {"keys": [jwk]},
-            "grant_types": ["client_credentials"],
-        }),
-    );
-    let key = jsonwebtoken::EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap());
-    let client = (client_id, key);
+    let client = register(&server, "");
     let body = format!(
         "grant_type=client_credentials&{}",
         client_auth(&server, &client)

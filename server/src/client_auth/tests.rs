@@ -621,23 +621,7 @@ fn self_signed_with_a_key_in_the_jwks() {
 }
 
 #[test]
-fn self_signed_with_x5c_only() {
-    let key = ec_key();
-    let selfie = cert(&CertSpec {
-        subject: &[("CN", "self")],
-        key: &key,
-        issuer: None,
-        ca: false,
-        sans: Sans::default(),
-        not_before: T0,
-        not_after: T0 + 1,
-    });
-    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "x5c": [x5c(&selfie)]}]});
-    verify_self_signed_tls_client_auth(&[der(&selfie)], &jwks).unwrap();
-}
-
-#[test]
-fn self_signed_with_x5c_matches_that_certificate_only() {
+fn self_signed_with_x5c_matches_that_certificate_alone() {
     // Two certificates over one key; the JWK carries the key and names the first in x5c.
     let key = ec_key();
     let make = |cn: &str| {
@@ -656,6 +640,9 @@ fn self_signed_with_x5c_matches_that_certificate_only() {
     jwk["x5c"] = json!([x5c(&registered)]);
     let jwks = json!({"keys": [jwk]});
     verify_self_signed_tls_client_auth(&[der(&registered)], &jwks).unwrap();
+    // The certificate alone, without the key's members, is enough.
+    let x5c_only = json!({"keys": [{"kty": "EC", "crv": "P-256", "x5c": [x5c(&registered)]}]});
+    verify_self_signed_tls_client_auth(&[der(&registered)], &x5c_only).unwrap();
     // RFC 8705 §2.2: the certificate must match a registered one, not merely share its key.
     refused(
         verify_self_signed_tls_client_auth(&[der(&other)], &jwks),
