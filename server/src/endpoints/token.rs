@@ -210,7 +210,11 @@ async fn authenticate_client(
     let assertion = form.get("client_assertion");
     refuse_basic(
         headers,
-        assertion.is_some() || conn.peer_certificates.is_some(),
+        assertion.is_some()
+            || conn
+                .peer_certificates
+                .as_deref()
+                .is_some_and(|c| !c.is_empty()),
     )?;
     let client_id = match (
         form.get("client_id"),
