@@ -136,16 +136,20 @@ fn open(path: &Path) -> Result<Connection> {
 
 /// `op` all or nothing: a failure rolls back what it wrote, not the group's other writes.
 fn in_savepoint<R>(conn: &Connection, op: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.execute_batch("SAVEPOINT write")?;
+    control(conn, "SAVEPOINT write")?;
     let outcome = op(conn);
-    let end = if outcome.is_ok() {
-        "RELEASE write"
-    } else {
-        "ROLLBACK TO write; RELEASE write"
-    };
     // If even this fails the connection is in a state the commit will report.
-    conn.execute_batch(end)?;
+    match outcome {
+        Ok(_) => control(conn, "RELEASE write")?,
+        Err(_) => conn.execute_batch("ROLLBACK TO write; RELEASE write")?,
+    }
     outcome
+}
+
+/// A transaction-control statement, prepared once and kept (they run for every write and every
+/// group) rather than parsed anew each time.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// The writer loop: wait for one write, take whatever else is queued (up to MAX_GROUP), run them
@@ -170,7 +174,7 @@ fn run(conn: Connection, path: &Path, mut queue: mpsc::Receiver<Job>) {
             }
         };
         let deliveries: Vec<Deliver> = jobs.drain(..).map(|job| job(&c)).collect();
-        match c.execute_batch("COMMIT") {
+        match control(&c, "COMMIT") {
             Ok(()) => {
                 deliveries.into_iter().for_each(|d| d(None));
                 conn = Some(c);
@@ -194,7 +198,7 @@ fn begin(kept: Option<Connection>, path: &Path) -> Result<Connection> {
         Some(c) => c,
         None => open(path)?,
     };
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    control(&conn, "BEGIN IMMEDIATE")?;
     Ok(conn)
 }
 
