@@ -234,26 +234,35 @@ pub fn check(api: &ResourceServer, details: &[Value]) -> Result<(), OAuthError> 
 }
 
 /// RFC 9396 §5: an entry "of known type but containing unknown fields" is refused. A type's
-/// fields are its schema's top-level `properties` (besides `type`, and `locations`, which this
-/// server checks itself), unless the schema says how to treat others (`additionalProperties`,
-/// `patternProperties`, `unevaluatedProperties`) or names no `properties` at all. The first
+/// fields are its schema's top-level `properties` and `required` members (besides `type`, and
+/// `locations`, which this server checks itself), when the schema declares them there alone: a
+/// schema without `properties`, or with any keyword that can admit or declare members elsewhere
+/// (`additionalProperties`, `patternProperties`, `unevaluatedProperties`, `allOf`, `anyOf`,
+/// `oneOf`, `$ref`, `$dynamicRef`, `if`, `dependentSchemas`), decides for itself. The first
 /// member outside them, if any.
 fn undeclared_member<'a>(schema: &Value, entry: &'a Value) -> Option<&'a str> {
-    let schema = schema.as_object()?;
-    let open = [
+    const DECIDES_ITSELF: [&str; 10] = [
         "additionalProperties",
         "patternProperties",
         "unevaluatedProperties",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "$ref",
+        "$dynamicRef",
+        "if",
+        "dependentSchemas",
     ];
-    if open.iter().any(|k| schema.contains_key(*k)) {
+    let schema = schema.as_object()?;
+    if DECIDES_ITSELF.iter().any(|k| schema.contains_key(*k)) {
         return None;
     }
     let declared = schema.get("properties")?.as_object()?;
-    entry
-        .as_object()?
-        .keys()
-        .map(String::as_str)
-        .find(|k| !matches!(*k, "type" | "locations") && !declared.contains_key(*k))
+    let required = schema.get("required").and_then(Value::as_array);
+    let is_required = |k: &str| required.is_some_and(|r| r.iter().any(|v| v.as_str() == Some(k)));
+    entry.as_object()?.keys().map(String::as_str).find(|k| {
+        !matches!(*k, "type" | "locations") && !declared.contains_key(*k) && !is_required(k)
+    })
 }
 
 /// Schemas compiled so far, by their JSON text: each request checks against the API's schemas,
@@ -445,12 +454,17 @@ mod tests {
             "{}",
             e.description
         );
-        // A schema that says how to treat other members, or declares none, decides itself.
+        // A schema that says how to treat other members, declares members elsewhere, or
+        // declares none, decides itself; a required member counts as declared.
         for schema in [
             json!({"type": "object", "properties": {"amount": {}}, "additionalProperties": true}),
             json!({"type": "object", "properties": {"amount": {}},
                    "patternProperties": {"^credit": {"type": "string"}}}),
+            json!({"type": "object", "properties": {"amount": {}},
+                   "allOf": [{"properties": {"creditorAccountOverride": {}}}]}),
             json!({"type": "object", "required": ["amount"]}),
+            json!({"type": "object", "properties": {"amount": {}, "recipient": {},
+                   "sourceAccount": {}, "concept": {}}, "required": ["creditorAccountOverride"]}),
         ] {
             let open = ResourceServer::from_json(json!({
                 "identifier": "https://open.example", "name": "open", "allowed_clients": ["c"],

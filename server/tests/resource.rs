@@ -648,15 +648,26 @@ fn post_basic(
     client_id: &str,
     body: &str,
 ) -> (String, String, String) {
+    post_basic_as(server.port, path, client_id, body, None)
+}
+
+fn post_basic_as(
+    port: u16,
+    path: &str,
+    client_id: &str,
+    body: &str,
+    identity: Identity<'_>,
+) -> (String, String, String) {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:secret"));
-    request(
-        server.port,
+    request_as(
+        port,
         &format!(
             "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
              Authorization: Basic {basic}\r\n\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
+        identity,
     )
 }
 
@@ -686,6 +697,21 @@ fn http_basic_client_authentication_is_refused_as_rfc_6749_says() {
         assert!(status.contains("400"), "{path}: {status} {resp}");
         assert_eq!(error_code(&resp), "invalid_request", "{path}: {resp}");
     }
+    // On the mTLS listener with a client certificate (which every FAPI client presents there,
+    // for authentication or for bound tokens alone), Basic is still the method tried: 401.
+    let (cert, key) = certificate("a client", None, false);
+    let (status, headers, resp) = post_basic_as(
+        server.mtls_port,
+        "/token",
+        &client.0,
+        "grant_type=client_credentials",
+        Some((&cert, &key)),
+    );
+    assert!(status.contains("401"), "{status} {resp}");
+    assert!(
+        challenge(&headers).is_some_and(|c| c.starts_with("basic ")),
+        "{headers}"
+    );
     // Nothing above revoked the token.
     assert_eq!(
         introspect(&server, &client, &format!("token={token}"))["active"],

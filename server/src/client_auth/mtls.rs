@@ -5,8 +5,9 @@
 //!   handshake: signatures, validity at `now`, basic constraints, EKU clientAuth if present),
 //!   then the leaf must carry the one name the client registered: its subject DN or a
 //!   SubjectAltName entry.
-//! - `self_signed_tls_client_auth`: no PKI; the leaf's public key must be a key of the
-//!   client's JWK Set (RSA n/e or EC crv/x/y, or an `x5c` equal to the certificate). Its
+//! - `self_signed_tls_client_auth`: no PKI; the leaf must be the first `x5c` certificate of a
+//!   key in the client's JWK Set, or, for a JWK without `x5c`, hold its public key (RSA n/e or
+//!   EC crv/x/y). Its
 //!   validity dates are not checked: the certificate is only a container for the key
 //!   (RFC 8705 §2.2).
 //!
@@ -645,7 +646,8 @@ pub fn verify_self_signed_tls_client_auth(
         Ok(())
     } else {
         Err(fail(
-            "the client certificate's public key is not a key of the client's JWK Set",
+            "the client certificate is not one of the client's JWK Set (x5c), nor is its public \
+             key a key of it",
         ))
     }
 }

@@ -646,7 +646,7 @@ fn self_signed_with_x5c_matches_that_certificate_alone() {
     // RFC 8705 §2.2: the certificate must match a registered one, not merely share its key.
     refused(
         verify_self_signed_tls_client_auth(&[der(&other)], &jwks),
-        "public key is not a key of the client's JWK Set",
+        "is not one of the client's JWK Set",
     );
 }
 
@@ -665,7 +665,7 @@ fn self_signed_with_a_key_not_in_the_jwks() {
         });
         refused(
             verify_self_signed_tls_client_auth(&[der(&selfie)], &test_jwks()),
-            "public key is not a key of the client's JWK Set",
+            "is not one of the client's JWK Set",
         );
     }
     refused(
@@ -690,7 +690,7 @@ fn self_signed_with_a_key_not_in_the_jwks() {
     jwk["use"] = json!("enc");
     refused(
         verify_self_signed_tls_client_auth(&[der(&selfie)], &json!({"keys": [jwk]})),
-        "not a key",
+        "is not one of the client's JWK Set",
     );
 }
 

@@ -191,7 +191,12 @@ async fn refresh_token(
     out.insert("exp".into(), Value::from(record.expires_at));
     out.insert("iat".into(), Value::from(record.created_at));
     for name in ["scope", "sub"] {
-        if let Some(v) = record.data.get(name).filter(|v| v.is_string()) {
+        // No empty scope member for a grant made without one (as in token responses).
+        if let Some(v) = record
+            .data
+            .get(name)
+            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
             out.insert(name.to_owned(), v.clone());
         }
     }

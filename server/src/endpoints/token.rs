@@ -177,8 +177,10 @@ fn replayed() -> OAuthError {
 }
 
 /// `client_secret_basic` is not offered (no client has a secret), but a client may still try it.
-/// RFC 6749 §5.2: alone, a 401 `invalid_client` with a `Basic` challenge; beside an assertion or a
-/// certificate, a request that "utilizes more than one mechanism": 400 `invalid_request`.
+/// RFC 6749 §5.2: alone, a 401 `invalid_client` with a `Basic` challenge; beside a client
+/// assertion, a request that "utilizes more than one mechanism" (§2.3: a client "MUST NOT use
+/// more than one"): 400 `invalid_request`. A TLS client certificate does not count here: on the
+/// mTLS listener every client presents one, for authentication or only for bound tokens.
 fn refuse_basic(headers: &HeaderMap, other_method: bool) -> Result<(), OAuthError> {
     let basic = headers.get(header::AUTHORIZATION).is_some_and(|v| {
         v.as_bytes()
@@ -188,7 +190,7 @@ fn refuse_basic(headers: &HeaderMap, other_method: bool) -> Result<(), OAuthErro
     match (basic, other_method) {
         (false, _) => Ok(()),
         (true, true) => Err(OAuthError::invalid_request(
-            "more than one client authentication method: HTTP Basic and another",
+            "more than one client authentication method: HTTP Basic and a client assertion",
         )),
         (true, false) => Err(OAuthError::invalid_client_basic(
             "client_secret_basic is not supported; see token_endpoint_auth_methods_supported",
@@ -208,14 +210,7 @@ async fn authenticate_client(
     endpoint: &str,
 ) -> Result<(Arc<Client>, AuthenticatedClient), OAuthError> {
     let assertion = form.get("client_assertion");
-    refuse_basic(
-        headers,
-        assertion.is_some()
-            || conn
-                .peer_certificates
-                .as_deref()
-                .is_some_and(|c| !c.is_empty()),
-    )?;
+    refuse_basic(headers, assertion.is_some())?;
     let client_id = match (
         form.get("client_id"),
         assertion.and_then(client_auth::peek_assertion_client_id),

@@ -8,7 +8,8 @@
 //! - Bearer secrets (codes, refresh tokens, request_uri handles) are stored as their SHA-256:
 //!   a dump of the database hands out no live credential. The plaintext is returned only to the
 //!   caller that created it.
-//! - The store never reads the clock: every time (`now`, `expires_at`) is Unix seconds passed in.
+//! - The store never reads the clock for a decision: every time (`now`, `expires_at`) is Unix
+//!   seconds passed in. ([`time_ordered_id`] reads it, only to order new ids.)
 //! - SQL is written once for SQLite and PostgreSQL: `$n` parameters (sqlx's SQLite driver reads
 //!   them too), and only TEXT, BIGINT and BOOLEAN columns.
 
