@@ -1,6 +1,7 @@
 //! The server's protocol values: client metadata (RFC 7591 names, plus the seed's
 //! `compliance_level`), and the newtypes that keep them apart.
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::OAuthError;
@@ -183,6 +184,27 @@ impl Client {
                 .any(|k| private.iter().any(|m| k.get(m).is_some()))
             {
                 return Err(meta("jwks must hold public keys only".into()));
+            }
+            // An x5c names certificates the client may present (self_signed_tls_client_auth
+            // matches its first): RFC 7517 §4.7, a non-empty array of base64 (not base64url) DER.
+            let bad_x5c = keys.into_iter().flatten().any(|k| {
+                k.get("x5c").is_some_and(|x5c| {
+                    !x5c.as_array().is_some_and(|certs| {
+                        !certs.is_empty()
+                            && certs.iter().all(|c| {
+                                c.as_str().is_some_and(|c| {
+                                    base64::engine::general_purpose::STANDARD
+                                        .decode(c)
+                                        .is_ok_and(|der| !der.is_empty())
+                                })
+                            })
+                    })
+                })
+            });
+            if bad_x5c {
+                return Err(meta(
+                    "a jwks key's x5c must be a non-empty array of base64 DER certificates".into(),
+                ));
             }
         }
         match self.token_endpoint_auth_method {

@@ -351,6 +351,20 @@ fn management_api_crud_with_scopes_and_rfc_7591_errors() {
         (
             "POST",
             clients,
+            json!({"token_endpoint_auth_method": "self_signed_tls_client_auth", "grant_types": ["client_credentials"],
+                   "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x5c": ["not base64!"]}]}}),
+            "invalid_client_metadata",
+        ),
+        (
+            "POST",
+            clients,
+            json!({"token_endpoint_auth_method": "self_signed_tls_client_auth", "grant_types": ["client_credentials"],
+                   "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x5c": []}]}}),
+            "invalid_client_metadata",
+        ),
+        (
+            "POST",
+            clients,
             json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://keys.example/jwks", "grant_types": ["client_credentials"]}),
             "invalid_client_metadata",
         ),
