@@ -185,22 +185,10 @@ impl Client {
             {
                 return Err(meta("jwks must hold public keys only".into()));
             }
-            // An x5c names certificates the client may present (self_signed_tls_client_auth
-            // matches its first): RFC 7517 §4.7, a non-empty array of base64 (not base64url) DER.
-            let bad_x5c = keys.into_iter().flatten().any(|k| {
-                k.get("x5c").is_some_and(|x5c| {
-                    !x5c.as_array().is_some_and(|certs| {
-                        !certs.is_empty()
-                            && certs.iter().all(|c| {
-                                c.as_str().is_some_and(|c| {
-                                    base64::engine::general_purpose::STANDARD
-                                        .decode(c)
-                                        .is_ok_and(|der| !der.is_empty())
-                                })
-                            })
-                    })
-                })
-            });
+            let bad_x5c = keys
+                .into_iter()
+                .flatten()
+                .any(|k| k.get("x5c").is_some_and(|x5c| !is_certificate_list(x5c)));
             if bad_x5c {
                 return Err(meta(
                     "a jwks key's x5c must be a non-empty array of base64 DER certificates".into(),
@@ -266,4 +254,18 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// An `x5c` names certificates the client may present (self_signed_tls_client_auth matches its
+/// first): RFC 7517 §4.7, a non-empty array of base64 (not base64url) DER.
+fn is_certificate_list(x5c: &serde_json::Value) -> bool {
+    let decodes = |c: &serde_json::Value| {
+        c.as_str().is_some_and(|c| {
+            base64::engine::general_purpose::STANDARD
+                .decode(c)
+                .is_ok_and(|der| !der.is_empty())
+        })
+    };
+    x5c.as_array()
+        .is_some_and(|certs| !certs.is_empty() && certs.iter().all(decodes))
 }
