@@ -93,9 +93,13 @@ pub async fn unrecorded_access_token(
     let now = state.now();
     let jti = crate::store::time_ordered_id()?;
     let (audience, lifetime) = match req.api {
+        // Registration keeps an API's lifetime within the keys' retire window; one registered
+        // before the window was shortened is cut to it, so no token outlives its key.
         Some(api) => (
             api.identifier.as_str(),
-            api.token_lifetime.unwrap_or(state.lifetimes.access_token),
+            api.token_lifetime
+                .unwrap_or(state.lifetimes.access_token)
+                .min(state.keystore.policy().max_token_lifetime),
         ),
         None => (req.audience, state.lifetimes.access_token),
     };

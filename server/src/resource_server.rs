@@ -218,11 +218,20 @@ impl ResourceServer {
         issuer: &str,
         management_api: &str,
         access_token_alg: Option<&str>,
+        max_token_lifetime: i64,
     ) -> Result<(), OAuthError> {
         if self.identifier == issuer || self.identifier == management_api {
             return Err(bad(
                 "identifier must not be this server's issuer or its management API",
             ));
+        }
+        if let Some(t) = self.token_lifetime.filter(|t| *t > max_token_lifetime) {
+            // A superseded key leaves the JWKS max_token_lifetime (+ skew) after it stops
+            // signing: a longer-lived token would outlive its key at every rotation.
+            return Err(bad(format!(
+                "token_lifetime {t} exceeds this server's keys.max_token_lifetime_seconds \
+                 ({max_token_lifetime}): the token would outlive its signing key after a rotation"
+            )));
         }
         if let (Some(wanted), Some(alg)) = (&self.signing_alg, access_token_alg) {
             if wanted != alg {
@@ -451,12 +460,18 @@ mod tests {
     #[test]
     fn the_server_checks() {
         let api = ResourceServer::from_json(
-            json!({"identifier": "https://as.example", "name": "x", "signing_alg": "ES256"}),
+            json!({"identifier": "https://as.example", "name": "x", "signing_alg": "ES256",
+                   "token_lifetime": 3600}),
         )
         .unwrap();
         assert!(
-            api.check_for_server("https://as.example", "https://as.example/api/v2/", None)
-                .is_err()
+            api.check_for_server(
+                "https://as.example",
+                "https://as.example/api/v2/",
+                None,
+                3600
+            )
+            .is_err()
         );
         let other = ResourceServer {
             identifier: "https://api.example".into(),
@@ -464,13 +479,22 @@ mod tests {
         };
         assert!(
             other
-                .check_for_server("https://as", "https://as/api/v2/", Some("ES256"))
+                .check_for_server("https://as", "https://as/api/v2/", Some("ES256"), 3600)
                 .is_ok()
         );
         let e = other
-            .check_for_server("https://as", "https://as/api/v2/", Some("PS256"))
+            .check_for_server("https://as", "https://as/api/v2/", Some("PS256"), 3600)
             .unwrap_err();
         assert!(e.description.contains("PS256"));
+        // A token that would outlive its key's retire window.
+        let e = other
+            .check_for_server("https://as", "https://as/api/v2/", Some("ES256"), 3599)
+            .unwrap_err();
+        assert!(
+            e.description.contains("max_token_lifetime"),
+            "{}",
+            e.description
+        );
     }
 
     #[test]

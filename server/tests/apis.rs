@@ -246,6 +246,11 @@ fn management_api_crud_and_bad_registrations() {
             json!({"identifier": unique_api(), "name": "x", "token_lifetime": 86_401}),
             "token_lifetime",
         ),
+        (
+            "a lifetime past the keys' retire window (keys.max_token_lifetime_seconds 3600)",
+            json!({"identifier": unique_api(), "name": "x", "token_lifetime": 3_601}),
+            "max_token_lifetime",
+        ),
         ("no name", json!({"identifier": unique_api()}), "name"),
     ];
     for (what, body, says) in cases {

@@ -36,8 +36,13 @@ pub fn run(config: &Config, command: ResourceServersCommand) -> Result<(), Strin
                 let api = ResourceServer::from_json(value).map_err(|e| e.to_string())?;
                 let alg = access_token_alg(config, now).await?;
                 let issuer = config.server.issuer.trim_end_matches('/');
-                api.check_for_server(issuer, &format!("{issuer}/api/v2/"), alg.as_deref())
-                    .map_err(|e| e.to_string())?;
+                api.check_for_server(
+                    issuer,
+                    &format!("{issuer}/api/v2/"),
+                    alg.as_deref(),
+                    config.keys.max_token_lifetime_seconds,
+                )
+                .map_err(|e| e.to_string())?;
                 let created = store
                     .insert_resource_server(&api, now)
                     .await

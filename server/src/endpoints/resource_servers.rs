@@ -144,15 +144,21 @@ pub async fn delete(
     .await
 }
 
-/// What only the running server can check: the identifier is not one of its own audiences, and
-/// a `signing_alg` is the access-token key's algorithm.
+/// What only the running server can check: the identifier is not one of its own audiences, a
+/// `signing_alg` is the access-token key's algorithm, and `token_lifetime` fits the keys'
+/// retire window.
 fn check_for_server(state: &AppState, api: &ResourceServer) -> Result<(), OAuthError> {
     let alg = state
         .keystore
         .signing_key(KeyPurpose::AccessToken)
         .ok()
         .map(|k| k.alg.jose_name());
-    api.check_for_server(&state.issuer, &state.management_api(), alg)
+    api.check_for_server(
+        &state.issuer,
+        &state.management_api(),
+        alg,
+        state.keystore.policy().max_token_lifetime,
+    )
 }
 
 fn identifier(path: Result<Path<String>, PathRejection>) -> Result<String, OAuthError> {
