@@ -74,14 +74,14 @@ impl KeySet {
             .collect()
     }
 
-    /// A request-object decryption key that may decrypt now (active or retiring).
+    /// A request-object decryption key that may decrypt now: any the JWKS lists (pending,
+    /// active or retiring). A client encrypts to a new key as soon as it appears (OpenID
+    /// Connect Core §10.2.1), so pre-publication, which protects verifiers of our signatures,
+    /// must not make a published encryption key refuse to decrypt.
     pub fn decryption_key(&self, kid: &str, now: UnixTime) -> Option<&KeyRecord> {
         self.get(kid).filter(|k| {
             k.purpose == KeyPurpose::RequestObjectDecryption
-                && matches!(
-                    self.status(k, now).state,
-                    KeyState::Active | KeyState::Retiring
-                )
+                && self.status(k, now).state.is_published()
         })
     }
 

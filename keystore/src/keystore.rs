@@ -89,6 +89,17 @@ impl KeyStoreConfig {
                     .into(),
             ));
         }
+        // A new key reaches each instance's JWKS up to refresh_interval after it is made; its
+        // pre-publication (jwks_max_age + clock_skew) covers that only if the skew margin does.
+        if self.refresh_interval.as_secs() as i64 > self.policy.clock_skew {
+            return Err(Error::Config(format!(
+                "refresh_interval ({} s) must not exceed clock_skew ({} s): a new key reaches \
+                 each instance's JWKS up to refresh_interval after it is made, and only the \
+                 clock_skew part of its pre-publication covers that delay",
+                self.refresh_interval.as_secs(),
+                self.policy.clock_skew
+            )));
+        }
         for (purpose, alg) in &self.algs {
             if !alg.fits(*purpose) {
                 return Err(Error::Config(format!("{alg} cannot serve {purpose} keys")));
@@ -406,8 +417,11 @@ impl KeyStore {
             if let Some(old) = &previous {
                 self.store.set_retired(&old.kid, now, true).await?;
                 consequences.push(format!(
-                    "{} is withdrawn now: every token it signed stops verifying at once",
-                    old.kid
+                    "{} is withdrawn now: every token it signed stops verifying at once, and \
+                     each running instance stops using it at its next read of the key table \
+                     (within {} s)",
+                    old.kid,
+                    self.config.refresh_interval.as_secs()
                 ));
             }
             // Retiring keys of the purpose go too: they may share the compromise's cause.
@@ -419,7 +433,13 @@ impl KeyStore {
                 self.store.set_retired(&k.kid, now, false).await?;
                 consequences.push(format!("{} (retiring) is withdrawn now", k.kid));
             }
-            if purpose.published_in_jwks() {
+            if purpose == KeyPurpose::RequestObjectDecryption {
+                consequences.push(format!(
+                    "{} decrypts at once; request objects encrypted to a withdrawn key are \
+                     refused, so clients must fetch the JWKS again",
+                    new_key.kid
+                ));
+            } else if purpose.published_in_jwks() {
                 consequences.push(format!(
                     "{} signs at once, without pre-publication: relying parties that cached the \
                      JWKS in the last {} s refuse its tokens until they fetch it again",
@@ -771,8 +791,8 @@ impl KeyStore {
 }
 
 impl jose::DecryptionKeys for KeyStore {
-    /// The active or a retiring request-object decryption key named by `kid`; without a kid,
-    /// the active one.
+    /// The published (pending, active or retiring) request-object decryption key named by
+    /// `kid`; without a kid, the active one.
     fn decryption_key(&self, kid: Option<&str>) -> Option<(KeyId, DecryptAlg)> {
         let set = self.snapshot.load();
         let now = self.clock.now();

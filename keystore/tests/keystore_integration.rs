@@ -175,7 +175,7 @@ fn enc_key(ks: &KeyStore) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_objects_decrypt_with_active_and_retiring_keys_never_retired_ones() {
+async fn request_objects_decrypt_with_published_keys_never_retired_ones() {
     let (_db, url) = common::database_url();
     let clock = ManualClock::new(T0);
     let ks = common::keystore(&url, &clock).await;
@@ -198,11 +198,31 @@ async fn request_objects_decrypt_with_active_and_retiring_keys_never_retired_one
         "no kid: the active key"
     );
 
-    // After a rotation a client with a cached JWKS still encrypts to the old key: it decrypts
-    // while retiring (JWKS max-age + skew after the switch), and never after.
+    // A new key decrypts from the moment the JWKS lists it (OpenID Connect Core §10.2.1: the
+    // client picks it up "when it appears"), before it becomes the active one.
     ks.rotate(KeyPurpose::RequestObjectDecryption, false)
         .await
         .unwrap();
+    let new_jwk = ks.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["use"] == "enc" && k["kid"] != old_kid.as_str())
+        .unwrap()
+        .clone();
+    let new_kid = new_jwk["kid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ks.snapshot().state(&new_kid, clock.now()),
+        Some(KeyState::Pending)
+    );
+    let to_new = encrypt_to(&new_jwk, Some(&new_kid), b"to the new key");
+    assert_eq!(
+        ks.decrypt_jwe(&to_new, &encs).await.unwrap().as_slice(),
+        b"to the new key"
+    );
+
+    // A client with a cached JWKS still encrypts to the old key: it decrypts while retiring
+    // (JWKS max-age + skew after the switch), and never after.
     clock.advance(110);
     assert_eq!(
         ks.snapshot().state(&old_kid, clock.now()),
@@ -401,4 +421,30 @@ async fn an_operator_certificate_activates_a_waiting_tls_key() {
         resolver.current().cert[0].to_vec(),
         renewed.to_der().unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_slower_than_the_skew_margin_is_refused() {
+    // A new key reaches each instance's JWKS up to refresh_interval after it is made; only the
+    // clock_skew part of its pre-publication covers that delay.
+    let (_db, url) = common::database_url();
+    let h = common::hsm();
+    for (refresh, ok) in [(10, true), (11, false)] {
+        let mut config = common::config();
+        config.refresh_interval = std::time::Duration::from_secs(refresh);
+        let opened = KeyStore::open(
+            h.token.clone(),
+            h.pool.clone(),
+            Store::open(&url).await.unwrap(),
+            config,
+            Arc::new(ManualClock::new(T0)),
+        )
+        .await;
+        match (opened, ok) {
+            (Ok(_), true) => {}
+            (Err(Error::Config(why)), false) => assert!(why.contains("clock_skew"), "{why}"),
+            (Ok(_), false) => panic!("refresh_interval {refresh} s with a 10 s skew was accepted"),
+            (Err(e), _) => panic!("refresh_interval {refresh} s: {e}"),
+        }
+    }
 }

@@ -18,8 +18,10 @@ pub enum KeysCommand {
     },
     /// Make an active key for every purpose that has none (first start).
     Ensure,
-    /// Start a rotation: a new key is made in the HSM and published now, and signs once every
-    /// client can have seen it; the current key retires when its tokens have expired.
+    /// Start a rotation: a new key is made in the HSM and published (by every running instance
+    /// within keys.refresh_interval_seconds), and signs once every client can have seen it; the
+    /// current key retires when its tokens have expired. A new request-object decryption key
+    /// decrypts as soon as it is published.
     Rotate {
         /// id_token, access_token, request_object_decryption, tls_server or audit.
         #[arg(long)]
@@ -110,8 +112,18 @@ async fn run_async(config: &Config, command: KeysCommand) -> Result<(), String> 
                 .rotate(purpose, emergency)
                 .await
                 .map_err(|e| e.to_string())?;
+            // Each running instance sees the new key at its next read of the key table.
+            let refresh = config.keys.refresh_interval_seconds.max(1);
+            let (verb, ends) = if purpose == KeyPurpose::RequestObjectDecryption {
+                (
+                    "decrypts at once; the key for JWEs without a kid from",
+                    "stops being that",
+                )
+            } else {
+                ("signs from", "stops signing")
+            };
             println!(
-                "new {} key {} ({}), published now, signs from {}",
+                "new {} key {} ({}), in every running instance's JWKS within {refresh} s, {verb} {}",
                 purpose,
                 r.new_key.kid,
                 r.new_key.alg,
@@ -126,7 +138,7 @@ async fn run_async(config: &Config, command: KeysCommand) -> Result<(), String> 
                     .and_then(|k| set.status(k, at).unpublished_at);
                 if let Some(until) = until {
                     println!(
-                        "{} stops signing then and stays published until {}",
+                        "{} {ends} then and stays published until {}",
                         prev.kid,
                         when(until)
                     );
