@@ -254,6 +254,12 @@ impl KeyStore {
         &self.config.policy
     }
 
+    /// The algorithm the next key of `purpose` is made with (configured), which a rotation may
+    /// change.
+    pub fn new_key_alg(&self, purpose: KeyPurpose) -> Option<KeyAlg> {
+        self.config.algs.get(&purpose).copied()
+    }
+
     /// The current snapshot. Cheap; never blocks.
     pub fn snapshot(&self) -> Arc<KeySet> {
         self.snapshot.load_full()

@@ -112,6 +112,22 @@ pub struct Client {
 }
 
 impl Client {
+    /// What only the server's keys can decide: a registered `id_token_signed_response_alg`
+    /// must be the algorithm of the ID-token key that signs now (`None`: no key yet), or every
+    /// token request of the client would fail (OpenID Connect Dynamic Registration §2).
+    pub fn check_for_server(&self, id_token_alg: Option<&str>) -> Result<(), OAuthError> {
+        match (&self.id_token_signed_response_alg, id_token_alg) {
+            (Some(wanted), Some(alg)) if wanted != alg => {
+                Err(OAuthError::invalid_client_metadata(format!(
+                    "id_token_signed_response_alg {wanted:?}: this server signs ID tokens with \
+                     {alg} (keys are per purpose, not per client); leave it unset or set it to \
+                     {alg}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// RFC 7591 §2 checks that hold whatever the compliance level.
     pub fn validate(&self) -> Result<(), OAuthError> {
         let meta = |d: String| OAuthError::invalid_client_metadata(d);

@@ -888,3 +888,54 @@ fn client_cert_header_counts_from_a_trusted_proxy_only() {
     let (status, body) = token_via_proxy(&untrusting, &id, "Client-Cert: garbage\r\n");
     assert!(status.contains("401"), "{status} {body}");
 }
+
+#[test]
+fn a_registered_id_token_alg_must_be_the_keys_and_a_rotation_that_changes_it_says_who_breaks() {
+    let server = start();
+    let admin = management_client(&server, ALL_SCOPES);
+    let token = management_token(&server, &admin, ALL_SCOPES);
+    let clients = "/api/v2/clients";
+    let (_, jwk) = rsa_key("k");
+    let metadata = |alg: &str| {
+        json!({"redirect_uris": ["https://app.example/cb"],
+               "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [jwk]},
+               "grant_types": ["authorization_code"], "id_token_signed_response_alg": alg})
+    };
+    // The ID-token key is PS256 (the default): a client registering ES256 would get
+    // server_error on every token request, so it is refused at registration.
+    let (status, _, body) = json_api(&server, "POST", clients, &token, &metadata("ES256"));
+    assert!(status.contains("400"), "{status} {body}");
+    assert_eq!(error_code(&body), "invalid_client_metadata");
+    assert!(body.contains("PS256"), "{body}");
+    let (status, _, body) = json_api(&server, "POST", clients, &token, &metadata("PS256"));
+    assert!(status.contains("201"), "{status} {body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Through PATCH too.
+    let (status, _, body) = json_api(
+        &server,
+        "PATCH",
+        &format!("{clients}/{id}"),
+        &token,
+        &json!({"id_token_signed_response_alg": "ES256"}),
+    );
+    assert!(status.contains("400"), "{status} {body}");
+    assert_eq!(error_code(&body), "invalid_client_metadata");
+
+    // New ID-token keys are to be ES256: a rotation would break the client, so it is refused
+    // and names it; --force rotates and says so.
+    let config = server.dir.path().join("strongroom.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("algorithms = { id_token = \"ES256\" }\n");
+    std::fs::write(&config, text).unwrap();
+    let out = server.cli(&["keys", "rotate", "--purpose", "id_token"], "");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rotation accepted: {said}");
+    assert!(said.contains(&format!("client {id}")) && said.contains("--force"), "{said}");
+    let out = server.cli(&["keys", "rotate", "--purpose", "id_token", "--force"], "");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("WARNING") && said.contains(&format!("client {id}")), "{said}");
+}

@@ -1,6 +1,8 @@
 //! `strongroom clients …`: register clients from the command line (bootstrap; the management
 //! API does the same over HTTPS).
 
+use strongroom_keystore::KeyPurpose;
+
 use crate::config::Config;
 use crate::model::{Client, ComplianceLevel};
 
@@ -62,6 +64,10 @@ pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
                 }
                 client.validate().map_err(|e| e.to_string())?;
                 let now = strongroom_keystore::Clock::now(&strongroom_keystore::SystemClock);
+                let alg = super::active_alg(config, KeyPurpose::IdToken, now).await?;
+                client
+                    .check_for_server(alg.as_deref())
+                    .map_err(|e| e.to_string())?;
                 let created = store
                     .create_client(&client, now)
                     .await

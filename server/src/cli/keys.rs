@@ -30,6 +30,11 @@ pub enum KeysCommand {
         /// skipping the overlap. Says what that breaks.
         #[arg(long)]
         emergency: bool,
+        /// Rotate even though the new key's algorithm (keys.algorithms) differs from the current
+        /// key's and clients or APIs registered the current one: they get server_error from the
+        /// moment the new key signs.
+        #[arg(long)]
+        force: bool,
     },
     /// Withdraw a pending key (cancelling its rotation) or, with --force, a retiring key.
     Retire {
@@ -106,8 +111,23 @@ async fn run_async(config: &Config, command: KeysCommand) -> Result<(), String> 
             }
             Ok(())
         }
-        KeysCommand::Rotate { purpose, emergency } => {
+        KeysCommand::Rotate {
+            purpose,
+            emergency,
+            force,
+        } => {
             let purpose = KeyPurpose::parse(&purpose).map_err(|e| e.to_string())?;
+            let store = crate::store::Store::open(&config.database_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(change) = alg_change(&ks, &store, purpose).await? {
+                if !(force || emergency) {
+                    return Err(format!(
+                        "{change}. Unset it in those registrations first, or pass --force"
+                    ));
+                }
+                println!("WARNING: {change}");
+            }
             let r = ks
                 .rotate(purpose, emergency)
                 .await
@@ -191,6 +211,53 @@ async fn run_async(config: &Config, command: KeysCommand) -> Result<(), String> 
             Ok(())
         }
     }
+}
+
+/// When the next `purpose` key (ID-token or access-token) is made with another algorithm than
+/// the one that signs now, and registrations name the current one (a client's
+/// `id_token_signed_response_alg`, an API's `signing_alg`): what breaks, in words. Keys are per
+/// purpose, so those would get `server_error` once the new key signs. `None` when nothing does.
+pub async fn alg_change(
+    ks: &KeyStore,
+    store: &crate::store::Store,
+    purpose: KeyPurpose,
+) -> Result<Option<String>, String> {
+    let now = ks.clock().now();
+    let current = ks.snapshot().active(purpose, now).map(|k| k.alg);
+    let (Some(current), Some(next)) = (current, ks.new_key_alg(purpose)) else {
+        return Ok(None);
+    };
+    if current == next {
+        return Ok(None);
+    }
+    let current = current.as_str();
+    let named: Vec<String> = match purpose {
+        KeyPurpose::IdToken => store
+            .list_clients()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|c| c.id_token_signed_response_alg.as_deref() == Some(current))
+            .map(|c| format!("client {}", c.client_id))
+            .collect(),
+        KeyPurpose::AccessToken => store
+            .list_resource_servers()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|a| a.signing_alg.as_deref() == Some(current))
+            .map(|a| format!("API {}", a.identifier))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if named.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the next {purpose} key is {next} (keys.algorithms), the current one {current}, which {} \
+         registered: they get server_error from the moment the new key signs",
+        named.join(", ")
+    )))
 }
 
 fn list(ks: &KeyStore, all: bool) -> Result<(), String> {

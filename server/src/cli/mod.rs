@@ -12,6 +12,8 @@ pub mod users;
 /// A Unix time as RFC 3339 (UTC, seconds).
 pub use strongroom_keystore::clock::rfc3339 as when;
 
+use strongroom_keystore::KeyPurpose;
+
 use crate::config::Config;
 use crate::store::Store;
 
@@ -41,4 +43,27 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
         serde_json::to_string_pretty(value).map_err(|e| e.to_string())?
     );
     Ok(())
+}
+
+/// The algorithm of the `purpose` key that signs now, from the key records in the database (the
+/// CLI does not open the HSM for this); `None` before the server has made its keys.
+async fn active_alg(
+    config: &Config,
+    purpose: KeyPurpose,
+    now: i64,
+) -> Result<Option<String>, String> {
+    let keys = strongroom_keystore::Store::open(&config.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let all = keys.all().await.map_err(|e| e.to_string())?;
+    Ok(all
+        .iter()
+        .filter(|k| {
+            k.purpose == purpose
+                && k.retired_at.is_none()
+                && k.destroyed_at.is_none()
+                && k.activates_at <= now
+        })
+        .max_by_key(|k| k.activates_at)
+        .map(|k| k.alg.as_str().to_owned()))
 }

@@ -34,7 +34,7 @@ pub fn run(config: &Config, command: ResourceServersCommand) -> Result<(), Strin
                 let value: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
                 let api = ResourceServer::from_json(value).map_err(|e| e.to_string())?;
-                let alg = access_token_alg(config, now).await?;
+                let alg = super::active_alg(config, KeyPurpose::AccessToken, now).await?;
                 let issuer = config.server.issuer.trim_end_matches('/');
                 api.check_for_server(
                     issuer,
@@ -70,23 +70,4 @@ pub fn run(config: &Config, command: ResourceServersCommand) -> Result<(), Strin
         }
         Ok(())
     })
-}
-
-/// The algorithm of the access-token key that signs now, from the key records in the database
-/// (the CLI does not open the HSM for this); `None` before the server has made its keys.
-async fn access_token_alg(config: &Config, now: i64) -> Result<Option<String>, String> {
-    let keys = strongroom_keystore::Store::open(&config.database_url)
-        .await
-        .map_err(|e| e.to_string())?;
-    let all = keys.all().await.map_err(|e| e.to_string())?;
-    Ok(all
-        .iter()
-        .filter(|k| {
-            k.purpose == KeyPurpose::AccessToken
-                && k.retired_at.is_none()
-                && k.destroyed_at.is_none()
-                && k.activates_at <= now
-        })
-        .max_by_key(|k| k.activates_at)
-        .map(|k| k.alg.as_str().to_owned()))
 }

@@ -68,6 +68,13 @@ async fn serve(config: &Config) -> Result<(), String> {
     let store = crate::store::Store::from_pool(db)
         .await
         .map_err(|e| err(&e))?;
+    // A scheduled rotation makes the next key with keys.algorithms: say now what an algorithm
+    // change would break, long before it does.
+    for purpose in [KeyPurpose::IdToken, KeyPurpose::AccessToken] {
+        if let Some(change) = super::keys::alg_change(&keystore, &store, purpose).await? {
+            tracing::warn!(%purpose, "{change}");
+        }
+    }
     let client_ca = match &config.server.client_ca_file {
         Some(path) => {
             let pem =

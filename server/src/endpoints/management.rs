@@ -25,6 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use strongroom_keystore::KeyPurpose;
 
 use crate::bearer;
 use crate::error::{ErrorCode, OAuthError};
@@ -94,7 +95,7 @@ pub async fn create(State(state): State<Arc<AppState>>, req: Request, body: Body
         } else {
             check_client_id(&client.client_id)?;
         }
-        check(&client)?;
+        check(&state, &client)?;
         let created = state
             .store
             .insert_client(&client, state.now())
@@ -158,7 +159,7 @@ pub async fn patch(
             )));
         }
         let client = metadata(patched(&current, &patch, "client")?)?;
-        check(&client)?;
+        check(&state, &client)?;
         let updated = state
             .store
             .update_client(&id, &client, state.now())
@@ -271,10 +272,17 @@ fn metadata(value: Value) -> Result<Client, OAuthError> {
         .map_err(|e| OAuthError::invalid_client_metadata(format!("client metadata: {e}")))
 }
 
-/// RFC 7591 checks ([`Client::validate`]) plus what the management API adds: a jwks_uri must be
-/// an https URL (it is fetched over HTTPS only, so another scheme could never work).
-fn check(client: &Client) -> Result<(), OAuthError> {
+/// RFC 7591 checks ([`Client::validate`]), the server's keys ([`Client::check_for_server`]),
+/// and what the management API adds: a jwks_uri must be an https URL (it is fetched over HTTPS
+/// only, so another scheme could never work).
+fn check(state: &AppState, client: &Client) -> Result<(), OAuthError> {
     client.validate()?;
+    let id_token_alg = state
+        .keystore
+        .signing_key(KeyPurpose::IdToken)
+        .ok()
+        .map(|k| k.alg.jose_name());
+    client.check_for_server(id_token_alg)?;
     if let Some(uri) = &client.jwks_uri {
         let https = url::Url::parse(uri).is_ok_and(|u| u.scheme() == "https" && u.has_host());
         if !https {
