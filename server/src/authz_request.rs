@@ -156,14 +156,25 @@ pub fn parse(client: &Client, params: &Form) -> Result<AuthorizationRequest, OAu
 /// The request's `redirect_uri`, if it is one the client registered ([`ensure_registered`]).
 /// `invalid_request` otherwise: until this succeeds, errors must be shown to the user, never
 /// sent to the URI. Absent, it is the client's only registered URI (RFC 6749 §3.1.2.3), unless
-/// the client's level requires it (FAPI 2: at PAR).
+/// the client's level requires it (FAPI 2: at PAR) or the request is an OpenID Connect one
+/// (`openid` in scope: OpenID Connect Core §3.1.2.1 makes it REQUIRED).
 pub fn registered_redirect_uri(client: &Client, params: &Form) -> Result<String, OAuthError> {
     let Some(uri) = params.get("redirect_uri") else {
         let policy = Policy::of(client);
+        let openid = params
+            .get("scope")
+            .is_some_and(|s| s.split(' ').any(|v| v == "openid"));
         return match client.redirect_uris.as_slice() {
-            [only] if !policy.redirect_uri_required_at_par() && !policy::is_wildcard(only) => {
+            [only]
+                if !openid
+                    && !policy.redirect_uri_required_at_par()
+                    && !policy::is_wildcard(only) =>
+            {
                 Ok(only.clone())
             }
+            _ if openid => Err(OAuthError::invalid_request(
+                "redirect_uri is required in an OpenID Connect request",
+            )),
             _ => Err(OAuthError::invalid_request("redirect_uri is required")),
         };
     };
@@ -608,6 +619,20 @@ mod tests {
             registered_redirect_uri(&c, &form(&[], &[])).unwrap(),
             "https://rp.example/cb"
         );
+        // Left out: the only registered URI for OAuth (RFC 6749 §3.1.2.3), but REQUIRED in an
+        // OpenID Connect request (OpenID Connect Core §3.1.2.1).
+        let mut one = client(None);
+        one.redirect_uris = vec!["https://rp.example/cb".into()];
+        assert_eq!(
+            registered_redirect_uri(&one, &form(&[("scope", "accounts")], &["redirect_uri"]))
+                .unwrap(),
+            "https://rp.example/cb"
+        );
+        let e = registered_redirect_uri(
+            &one,
+            &form(&[("scope", "accounts openid")], &["redirect_uri"]),
+        );
+        assert_eq!(e.unwrap_err().code, ErrorCode::InvalidRequest);
         assert!(
             registered_redirect_uri(
                 &c,

@@ -933,9 +933,19 @@ fn a_registered_id_token_alg_must_be_the_keys_and_a_rotation_that_changes_it_say
     let out = server.cli(&["keys", "rotate", "--purpose", "id_token"], "");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "rotation accepted: {said}");
-    assert!(said.contains(&format!("client {id}")) && said.contains("--force"), "{said}");
+    assert!(
+        said.contains(&format!("client {id}")) && said.contains("--force"),
+        "{said}"
+    );
     let out = server.cli(&["keys", "rotate", "--purpose", "id_token", "--force"], "");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("WARNING") && said.contains(&format!("client {id}")), "{said}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("WARNING") && said.contains(&format!("client {id}")),
+        "{said}"
+    );
 }
