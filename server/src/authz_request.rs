@@ -295,10 +295,10 @@ pub fn validate(
     let response_mode = params.get("response_mode");
     let hybrid = response_type == HYBRID;
     match (hybrid, response_mode) {
-        (_, None) | (false, Some("query")) | (true, Some("fragment")) => {}
+        (_, None | Some("fragment")) | (false, Some("query")) => {}
         (false, Some(_)) => {
             return Err(OAuthError::invalid_request(
-                "response_mode: only query is supported for response_type=code",
+                "response_mode: query or fragment for response_type=code",
             ));
         }
         (true, Some(_)) => {
@@ -759,7 +759,8 @@ mod tests {
             ("prompt", "sometimes"),
             ("claims", "[1]"),
             ("claims", "{"),
-            ("response_mode", "fragment"),
+            ("response_mode", "form_post"),
+            ("response_mode", "jwt"),
             ("client_id", "someone-else"),
         ] {
             assert_eq!(
@@ -796,6 +797,9 @@ mod tests {
             )
             .is_ok()
         );
+        // Both modes discovery lists work for the code flow (OAuth 2.0 Multiple Response Types).
+        let in_fragment = parse(&c, &form(&[("response_mode", "fragment")], &[])).unwrap();
+        assert!(in_fragment.in_fragment());
         // RFC 8707: an absolute URI without a fragment; its scopes wait for the API.
         for bad in ["relative/path", "https://api.example/#f", "urn-no-colon"] {
             assert_eq!(

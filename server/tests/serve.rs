@@ -65,6 +65,21 @@ fn serves_jwks_and_discovery_over_tls_on_both_listeners_and_stops_cleanly() {
         );
     }
 
+    // The ID token's claims about the authentication are among the claims supplied.
+    for claim in ["sub", "iss", "auth_time", "acr", "email"] {
+        assert!(
+            discovery["claims_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!(claim)),
+            "{claim}"
+        );
+    }
+    // RFC 8414 §3: the same metadata at the OAuth well-known path.
+    let (status, _, body) = get(server.port, "/.well-known/oauth-authorization-server");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), discovery);
+
     // The mTLS listener serves the same routes.
     let (status, _, _) = get(server.mtls_port, "/jwks");
     assert!(status.contains("200"));

@@ -1,5 +1,6 @@
-//! `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0, RFC 8414): complete
-//! and truthful — only what this server implements is advertised.
+//! `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0) and the same document
+//! at `/.well-known/oauth-authorization-server` (RFC 8414 §3, which FAPI 2.0 names beside it):
+//! complete and truthful — only what this server implements is advertised.
 
 use std::sync::Arc;
 
@@ -29,6 +30,9 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
     api_scopes.sort_unstable();
     api_scopes.dedup();
     scopes.extend(api_scopes);
+    // The claims of /userinfo, and those ID tokens carry about the authentication.
+    let mut claims = super::userinfo::claims_supported();
+    claims.extend(["iss", "auth_time", "acr"]);
     let issuer = &state.issuer;
     let id_token_alg = state
         .keystore
@@ -72,7 +76,7 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
             "revocation_endpoint": format!("{}/revoke", state.mtls_base_url),
             "pushed_authorization_request_endpoint": format!("{}/par", state.mtls_base_url),
         },
-        "claims_supported": super::userinfo::claims_supported(),
+        "claims_supported": claims,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "pushed_authorization_request_endpoint": format!("{issuer}/par"),
         // Per client (its registration or compliance level), not for every client.

@@ -29,6 +29,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/.well-known/openid-configuration",
             get(discovery::openid_configuration),
         )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::openid_configuration),
+        )
         .route("/jwks", get(jwks::jwks))
         .route("/token", post(token::token))
         .route(
