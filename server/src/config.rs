@@ -252,6 +252,21 @@ impl Config {
         Ok(pool)
     }
 
+    /// `server.issuer`, checked: RFC 8414 §2 (an https URL with no query or fragment) and with
+    /// no trailing slash. Relying parties compare the issuer as an exact string (OpenID Connect
+    /// Discovery §4.3), so it is refused rather than quietly rewritten into something else than
+    /// what the operator published.
+    pub fn issuer(&self) -> Result<String, String> {
+        check_base_url("server.issuer", &self.server.issuer)?;
+        Ok(self.server.issuer.clone())
+    }
+
+    /// `server.mtls_base_url`, checked as the issuer is.
+    pub fn mtls_base_url(&self) -> Result<String, String> {
+        check_base_url("server.mtls_base_url", &self.server.mtls_base_url)?;
+        Ok(self.server.mtls_base_url.clone())
+    }
+
     /// The `[server]` lifetimes, checked: all positive, and no signed token outliving the
     /// window its key stays published in.
     pub fn lifetimes(&self) -> Result<crate::state::Lifetimes, String> {
@@ -332,6 +347,29 @@ impl Config {
     }
 }
 
+/// An https URL with a host and no query, fragment, credentials or trailing slash: the base of
+/// every endpoint URL, compared by clients as a string.
+fn check_base_url(name: &str, value: &str) -> Result<(), String> {
+    let url = url::Url::parse(value).map_err(|e| format!("{name} {value:?}: {e}"))?;
+    let why = if url.scheme() != "https" {
+        Some("must be an https URL")
+    } else if !url.has_host() {
+        Some("has no host")
+    } else if url.query().is_some() || url.fragment().is_some() {
+        Some("must have no query or fragment (RFC 8414 §2)")
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("must have no user name or password")
+    } else if value.ends_with('/') {
+        Some("must not end in '/': it is published and compared as written")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!("{name} {value:?} {why}")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +433,31 @@ mod tests {
     fn unknown_fields_are_refused() {
         assert!(toml::from_str::<Config>("databse_url = \"x\"").is_err());
         assert!(toml::from_str::<Config>("[hsm]\npin = \"1234\"").is_err());
+    }
+
+    #[test]
+    fn the_issuer_is_refused_rather_than_rewritten() {
+        let mut c = Config::default();
+        for good in [
+            "https://as.bank.example",
+            "https://as.bank.example:8443/tenant-1",
+        ] {
+            c.server.issuer = good.into();
+            assert_eq!(c.issuer().unwrap(), good);
+        }
+        for bad in [
+            "https://as.bank.example/",
+            "http://as.bank.example",
+            "https://as.bank.example?x=1",
+            "https://as.bank.example#f",
+            "https://user:pw@as.bank.example",
+            "as.bank.example",
+        ] {
+            c.server.issuer = bad.into();
+            let why = c.issuer().unwrap_err();
+            assert!(why.contains("server.issuer"), "{bad}: {why}");
+        }
+        c.server.mtls_base_url = "https://mtls.bank.example/".into();
+        assert!(c.mtls_base_url().is_err());
     }
 }

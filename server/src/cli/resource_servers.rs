@@ -35,9 +35,9 @@ pub fn run(config: &Config, command: ResourceServersCommand) -> Result<(), Strin
                     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
                 let api = ResourceServer::from_json(value).map_err(|e| e.to_string())?;
                 let alg = super::active_alg(config, KeyPurpose::AccessToken, now).await?;
-                let issuer = config.server.issuer.trim_end_matches('/');
+                let issuer = config.issuer()?;
                 api.check_for_server(
-                    issuer,
+                    &issuer,
                     &format!("{issuer}/api/v2/"),
                     alg.as_deref(),
                     config.keys.max_token_lifetime_seconds,

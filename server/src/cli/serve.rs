@@ -30,6 +30,8 @@ pub fn run(config: &Config) -> Result<(), String> {
 
 async fn serve(config: &Config) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
+    // Refused before the HSM is opened: a wrong issuer would be published in every token.
+    let (issuer, mtls_base_url) = (config.issuer()?, config.mtls_base_url()?);
     let token = Token::open(&config.token_config()?).map_err(|e| err(&e))?;
     let program = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let pool = SigningPool::start(&token, config.pool_config(program)?).map_err(|e| err(&e))?;
@@ -88,8 +90,8 @@ async fn serve(config: &Config) -> Result<(), String> {
     };
     let lifetimes = config.lifetimes()?;
     let state = Arc::new(AppState {
-        issuer: config.server.issuer.trim_end_matches('/').to_owned(),
-        mtls_base_url: config.server.mtls_base_url.trim_end_matches('/').to_owned(),
+        issuer,
+        mtls_base_url,
         keystore,
         store,
         client_ca,
