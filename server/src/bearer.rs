@@ -13,20 +13,14 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use josekit::jwk::Jwk;
-use josekit::jws::{ES256, JwsVerifier, PS256};
 use rustls::pki_types::CertificateDer;
 use serde_json::{Map, Value};
-use strongroom_keystore::{KeyAlg, KeyPurpose};
+use strongroom_keystore::KeyPurpose;
 
 use crate::client_auth::certificate_thumbprint;
 use crate::error::{ErrorCode, OAuthError};
+use crate::own_jws;
 use crate::state::AppState;
-
-/// Tokens longer than this are refused before any parsing (ours are well under 2 KiB).
-const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// A verified access token.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,93 +257,16 @@ fn check_binding(
 /// with that key's algorithm) and `iss`; returns the claims. Time, record and binding are the
 /// callers' checks. Revocation uses this alone: a token it cannot verify is left alone.
 pub fn verify_signature(state: &AppState, token: &str) -> Result<Map<String, Value>, OAuthError> {
-    let fail = OAuthError::invalid_token;
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(fail("the access token is too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(fail("the access token is not a compact JWS"));
-    };
-    let header: Map<String, Value> = decode_json(header_b64)
-        .ok_or_else(|| fail("the access token's header is not base64url-encoded JSON"))?;
-    let typ_ok = header.get("typ").and_then(Value::as_str).is_some_and(|t| {
-        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-    });
-    if !typ_ok {
-        return Err(fail("the token's typ is not at+jwt (RFC 9068)"));
-    }
-    if header.contains_key("crit") {
-        return Err(fail("the access token's header has crit"));
-    }
-    let kid = header
-        .get("kid")
-        .and_then(Value::as_str)
-        .ok_or_else(|| fail("the access token's header has no kid"))?;
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or_else(|| fail("the access token's header has no alg"))?;
-
-    let keys = state.keystore.snapshot();
-    let published = keys.published(state.now());
-    let (record, public) = published
-        .iter()
-        .find(|(k, _)| k.kid == kid && k.purpose == KeyPurpose::AccessToken)
-        .ok_or_else(|| fail("the access token's kid is not one of our access-token keys"))?;
-    if alg != record.alg.as_str() {
-        return Err(fail("the access token's alg is not its key's"));
-    }
-    let jwk = strongroom_keystore::jose::jwk(&record.kid, "sig", record.alg.as_str(), public);
-    let Value::Object(jwk) = jwk else {
-        return Err(OAuthError::server_error(
-            "an access-token key has no JWK form",
-        ));
-    };
-    let jwk = Jwk::from_map(jwk)
-        .map_err(|_| OAuthError::server_error("an access-token key has no JWK form"))?;
-    let verifier: Box<dyn JwsVerifier> = match record.alg {
-        KeyAlg::Ps256 => Box::new(
-            PS256
-                .verifier_from_jwk(&jwk)
-                .map_err(|_| OAuthError::server_error("an access-token key cannot verify"))?,
-        ),
-        KeyAlg::Es256 => Box::new(
-            ES256
-                .verifier_from_jwk(&jwk)
-                .map_err(|_| OAuthError::server_error("an access-token key cannot verify"))?,
-        ),
-        KeyAlg::RsaOaep | KeyAlg::RsaOaep256 => {
-            return Err(fail("the access token's kid is not a signing key"));
-        }
-    };
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| fail("the access token's signature is not base64url"))?;
-    let signing_input_len = header_b64
-        .len()
-        .saturating_add(1)
-        .saturating_add(payload_b64.len());
-    let signing_input = token
-        .get(..signing_input_len)
-        .ok_or_else(|| fail("the access token is not a compact JWS"))?;
-    verifier
-        .verify(signing_input.as_bytes(), &signature)
-        .map_err(|_| fail("the access token's signature does not verify"))?;
-
-    let claims: Map<String, Value> = decode_json(payload_b64)
-        .ok_or_else(|| fail("the access token's payload is not a JSON object"))?;
-    if claims.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
-        return Err(fail("the access token was not issued by this server"));
-    }
-    Ok(claims)
-}
-
-fn decode_json(b64: &str) -> Option<Map<String, Value>> {
-    let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    own_jws::verify(
+        state,
+        token,
+        &own_jws::Expected {
+            purpose: KeyPurpose::AccessToken,
+            what: "the access token",
+            typ: "at+jwt",
+            fail: OAuthError::invalid_token,
+        },
+    )
 }
 
 fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, OAuthError> {

@@ -21,6 +21,7 @@ mod jwks_fetch;
 mod jws_keys;
 mod memo;
 mod model;
+mod own_jws;
 mod pages;
 mod policy;
 mod proxy_cert;

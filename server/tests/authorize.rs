@@ -1029,7 +1029,7 @@ fn rp_for(server: &Server, extra: Value) -> Rp<'_> {
 }
 
 #[test]
-fn five_failed_logins_end_the_interaction_and_nothing_reaches_the_client() {
+fn five_failed_logins_end_the_interaction_and_the_client_hears_access_denied() {
     let server = start();
     let rp = rp_for(&server, json!({}));
     add_user(&server, "alice", "correct horse battery");
@@ -1048,7 +1048,7 @@ fn five_failed_logins_end_the_interaction_and_nothing_reaches_the_client() {
     let resp = sign_in(&mut browser, "correct horse battery");
     assert_eq!(resp.location(), "/authorize/consent");
 
-    // Five failures: the fifth ends the interaction with an error page; no redirect anywhere.
+    // Five failures.
     let mut browser = Browser::new(server.port);
     browser.get(&path);
     let login = browser.get("/authorize/login");
@@ -1070,15 +1070,11 @@ fn five_failed_logins_end_the_interaction_and_nothing_reaches_the_client() {
         resp.assert_page(401);
         assert!(resp.body.contains("The username or password is incorrect."));
     }
+    // The fifth ends the request: the client hears access_denied (RFC 6749 §4.1.2.1), with
+    // state and iss, as for Cancel.
     let resp = attempt(&mut browser, "alice", "wrong");
-    resp.assert_page(403);
-    assert!(resp.header("location").is_none());
-    assert!(
-        resp.body.contains("<code>access_denied</code>"),
-        "{}",
-        resp.body
-    );
-    assert!(resp.body.contains("too many failed sign-in attempts"));
+    assert_eq!(rp.error_of(&resp, Some("plain-1")), "access_denied");
+    assert!(resp.client_query()["error_description"].contains("too many failed sign-in attempts"));
     assert!(
         !browser.has(INTERACTION),
         "the interaction cookie is cleared"

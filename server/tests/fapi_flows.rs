@@ -774,3 +774,95 @@ fn an_essential_acr_the_server_cannot_satisfy_is_access_denied() {
         );
     }
 }
+
+#[test]
+fn id_token_hint_and_a_claimed_sub_are_answered_only_for_that_user() {
+    // OpenID Connect Core §3.1.2.1 (id_token_hint) and §5.5.1 (a sub value in claims): never a
+    // code for another user than the one the request names.
+    let fapi = Fapi::start("");
+    let server = &fapi.server;
+    let client = fapi.client(Level::Fapi2SpPkjMtls, Method::PrivateKeyJwt);
+    create_user(server, "bob", &json!({"name": "Bob"}));
+    let sub_of = |id_token: &str| {
+        verify_jwt(server, id_token, &client.id, None).unwrap()["sub"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // alice's browser and an ID token for her; one for bob from his own browser.
+    let mut alice = Browser::new(server);
+    let (_, t) = tokens(&fapi, &mut alice, &client).unwrap();
+    let alice_hint = t["id_token"].as_str().unwrap().to_owned();
+    let mut bob = Browser::signing_in_as(server, "bob", PASSWORD);
+    let (_, t) = tokens(&fapi, &mut bob, &client).unwrap();
+    let bob_hint = t["id_token"].as_str().unwrap().to_owned();
+    let bob_sub = sub_of(&bob_hint);
+    assert_ne!(sub_of(&alice_hint), bob_sub);
+
+    let silently = |browser: &mut Browser, name: &str, value: &str| {
+        let mut request = AuthzRequest::for_client(server, &client);
+        request.set("prompt", "none");
+        request.set(name, value);
+        let (uri, _) = pushed(&request.push(server, &client)).unwrap();
+        let back = browser.authorize(&authorize_path(&client.id, &uri));
+        Callback::of(&back, REDIRECT_URI)
+            .unwrap_or_else(|| panic!("no redirect: {} {}", back.status, back.body))
+    };
+    // The session's own user: a code, silently.
+    let cb = silently(&mut alice, "id_token_hint", &alice_hint);
+    assert!(cb.in_query("code").is_some(), "{}", cb.location);
+    // Another user's hint, or claims naming another sub: login_required, no code.
+    let by_claims = json!({"id_token": {"sub": {"value": bob_sub}}}).to_string();
+    for (name, value) in [("id_token_hint", bob_hint.as_str()), ("claims", &by_claims)] {
+        let cb = silently(&mut alice, name, value);
+        assert_eq!(
+            cb.in_query("error"),
+            Some("login_required"),
+            "{name}: {}",
+            cb.location
+        );
+        assert!(cb.in_query("code").is_none());
+    }
+
+    // Without prompt=none alice is asked to sign in; signing in as herself still does not
+    // answer a request for bob.
+    let mut request = AuthzRequest::for_client(server, &client);
+    request.set("id_token_hint", &bob_hint);
+    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
+    let back = alice.authorize(&authorize_path(&client.id, &uri));
+    let cb = Callback::of(&back, REDIRECT_URI)
+        .unwrap_or_else(|| panic!("no redirect: {} {}", back.status, back.body));
+    assert_eq!(
+        cb.in_query("error"),
+        Some("login_required"),
+        "{}",
+        cb.location
+    );
+    // bob signing in on that browser gets his code.
+    let mut request = AuthzRequest::for_client(server, &client);
+    request.set("id_token_hint", &bob_hint);
+    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
+    let mut shared = Browser::signing_in_as(server, "bob", PASSWORD);
+    let back = shared.authorize(&authorize_path(&client.id, &uri));
+    let cb = Callback::of(&back, REDIRECT_URI).unwrap();
+    assert!(cb.in_query("code").is_some(), "{}", cb.location);
+
+    // A hint this server did not sign, or not an ID token, is refused at PAR.
+    let access_token = t["access_token"].as_str().unwrap();
+    for bad in [
+        tamper(&bob_hint, 2),
+        "garbage.not.jwt".to_owned(),
+        access_token.to_owned(),
+    ] {
+        let mut request = AuthzRequest::for_client(server, &client);
+        request.set("id_token_hint", &bad);
+        let r = request.push(server, &client);
+        assert_eq!(
+            oauth_error(&r).map(|(s, e, _)| (s, e)),
+            Some((400, "invalid_request".to_owned())),
+            "{bad}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+}

@@ -164,6 +164,7 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
             }
             let mut request = authz_request::validate(&client, params, redirect_uri.clone())
                 .map_err(|e| back.fail(e))?;
+            authz_request::check_subject(state, &mut request).map_err(|e| back.fail(e))?;
             authz_request::check_resource(state, &client, &mut request)
                 .await
                 .map_err(|e| back.fail(e))?;
@@ -257,9 +258,14 @@ async fn begin(
 }
 
 /// OpenID Connect Core §3.1.2.1: prompt=login / select_account, or a `max_age` the session's
-/// `auth_time` exceeds (max_age=0 always does), mean the user signs in again.
+/// `auth_time` exceeds (max_age=0 always does), mean the user signs in again; so does a session
+/// of another user than the request names (`id_token_hint`, or a `sub` in `claims`, §5.5.1).
 fn must_sign_in(request: &AuthorizationRequest, session: &SignedIn, now: i64) -> bool {
-    request.has_prompt(Prompt::Login)
+    request
+        .subject
+        .as_deref()
+        .is_some_and(|s| s != session.user_id)
+        || request.has_prompt(Prompt::Login)
         || request.has_prompt(Prompt::SelectAccount)
         || request
             .max_age

@@ -58,6 +58,7 @@ async fn handle(state: &AppState, client: &Client, form: &Form) -> Result<Respon
         None => form,
     };
     let mut request = authz_request::parse(client, params)?;
+    authz_request::check_subject(state, &mut request)?;
     authz_request::check_resource(state, client, &mut request).await?;
     let json = request
         .to_json()

@@ -11,8 +11,8 @@
 //! Online password guessing is bounded per *interaction*: each password attempt is counted on
 //! the interaction's row before the password is checked (one `UPDATE … RETURNING`, so parallel
 //! posts cannot outrun the count), and the [`MAX_FAILED_LOGINS`]th failure deletes the
-//! interaction and shows the error page; the client's redirect_uri gets nothing, and a fresh
-//! /authorize starts over. Every further batch of guesses thus costs a new authorization
+//! interaction and sends the client `access_denied` (with `state` and `iss`, as Cancel does); a
+//! fresh /authorize starts over. Every further batch of guesses thus costs a new authorization
 //! request (for clients that must push, a client-authenticated PAR), and the argon2 work behind
 //! all guesses together is bounded to one verification per CPU (`store::users`).
 //!
@@ -122,10 +122,11 @@ async fn submit(
                 .delete_interaction(&id)
                 .await
                 .map_err(|e| back.fail(e))?;
-            let mut resp = pages::error(&OAuthError::new(
-                StatusCode::FORBIDDEN,
+            // The request has failed: the client hears it (RFC 6749 §4.1.2.1), as for Cancel.
+            let mut resp = back.error(&OAuthError::new(
+                StatusCode::BAD_REQUEST,
                 ErrorCode::AccessDenied,
-                "too many failed sign-in attempts; return to the application and start again",
+                "too many failed sign-in attempts",
             ));
             clear_cookie(&mut resp, INTERACTION_COOKIE);
             return Ok(resp);
@@ -139,6 +140,26 @@ async fn submit(
             Some("The username or password is incorrect."),
         ));
     };
+    if request
+        .subject
+        .as_deref()
+        .is_some_and(|s| s != user.user_id)
+    {
+        // OpenID Connect Core §3.1.2.1 / §5.5.1: never an answer for another user than the one
+        // the request names.
+        state
+            .store
+            .delete_interaction(&id)
+            .await
+            .map_err(|e| back.fail(e))?;
+        let mut resp = back.error(&OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::LoginRequired,
+            "the user signed in as another user than the request's id_token_hint or claims name",
+        ));
+        clear_cookie(&mut resp, INTERACTION_COOKIE);
+        return Ok(resp);
+    }
     let signed_in = SignedIn {
         user_id: user.user_id,
         auth_time: now,
