@@ -60,6 +60,14 @@ pub struct ServerConfig {
     /// under overload requests would otherwise queue for the CPU before they reach the HSM
     /// pool's bounded queue, and latency would grow without bound).
     pub max_concurrent_token_requests: usize,
+    /// How long a client may take to send a request's headers, and its body; also how long an
+    /// HTTP/1.1 connection may wait idle for its next request. Beyond: the connection is closed
+    /// (headers) or the request refused with 408 (body), so slow clients cannot hold
+    /// connections.
+    pub request_timeout_seconds: u64,
+    /// A connection on which nothing is read or written for this long is closed (HTTP/2 idle
+    /// connections, and stalled ones of either version).
+    pub idle_timeout_seconds: u64,
     /// Addresses of TLS-terminating proxies whose RFC 9440 `Client-Cert` header is believed.
     /// Empty (the default): the header is ignored from everyone.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -90,6 +98,8 @@ impl Default for ServerConfig {
             interaction_lifetime_seconds: 600,
             purge_interval_seconds: 300,
             max_concurrent_token_requests: 128,
+            request_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
             trusted_proxies: Vec::new(),
             worker_threads: 0,
             acr_values_supported: vec![crate::acr::PASSWORD.into()],
@@ -415,6 +425,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("strongroom.example.toml: {e}"));
         let d = Config::default();
         assert_eq!(example.server.worker_threads, d.server.worker_threads);
+        assert_eq!(
+            example.server.request_timeout_seconds,
+            d.server.request_timeout_seconds
+        );
+        assert_eq!(
+            example.server.idle_timeout_seconds,
+            d.server.idle_timeout_seconds
+        );
         assert_eq!(
             example.server.max_concurrent_token_requests,
             d.server.max_concurrent_token_requests

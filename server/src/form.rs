@@ -60,14 +60,23 @@ pub fn is_form_urlencoded(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The body, at most `limit` bytes; a larger one: 413 `invalid_request`.
+/// The body, at most `limit` bytes; a larger one: 413 `invalid_request`; one that does not
+/// arrive in time (`slow_clients::DeadlineBody`): 408.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, OAuthError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        OAuthError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::InvalidRequest,
-            format!("the body is larger than {limit} bytes"),
-        )
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::slow_clients::is_body_timeout(&e) {
+            OAuthError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::InvalidRequest,
+                "the request body did not arrive in time",
+            )
+        } else {
+            OAuthError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::InvalidRequest,
+                format!("the body is larger than {limit} bytes"),
+            )
+        }
     })
 }
 

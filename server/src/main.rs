@@ -28,6 +28,7 @@ mod proxy_cert;
 mod recent_jtis;
 mod request_object;
 mod resource_server;
+mod slow_clients;
 mod state;
 mod store;
 mod tls_edge;

@@ -12,13 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::slow_clients::{DeadlineBody, IdleIo};
 
 /// What a handler knows about its connection.
 #[derive(Debug, Clone)]
@@ -37,13 +41,30 @@ impl Connection {
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long slow or idle clients may keep a connection (see `slow_clients`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Request headers (and HTTP/1.1's wait for the next request), and a request body.
+    pub request: Duration,
+    /// Nothing read or written.
+    pub idle: Duration,
+}
+
 /// Accepts TLS connections on `listener` and serves `app` on each, until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
+    timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut http = Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request);
+    // No HTTP/2 keep-alive pings: a client that answers them would never look idle to IdleIo,
+    // which also closes connections whose peer is gone.
+    let http = Arc::new(http);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let accepted = tokio::select! {
@@ -60,7 +81,7 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -83,11 +104,17 @@ pub async fn serve(
                 remote,
                 peer_certificates,
             };
-            let service = TowerToHyperService::new(app.layer(axum::Extension(conn)));
-            if let Err(e) = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let app = app.layer(axum::Extension(conn));
+            let body_time = timeouts.request;
+            let service = TowerToHyperService::new(
+                tower::ServiceBuilder::new()
+                    .map_request(move |req: Request<Incoming>| {
+                        req.map(|body| DeadlineBody::new(body, body_time))
+                    })
+                    .service(app),
+            );
+            let stream = IdleIo::new(stream, timeouts.idle);
+            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });

@@ -481,3 +481,83 @@ impl Drop for Stopped {
             .status();
     }
 }
+
+/// A TLS connection to `port` (HTTP/1.1 or h2 by ALPN) whose reads give up after 20 s, far beyond
+/// the server's timeouts in the test below.
+fn slow_client(port: u16, alpn: &[u8]) -> openssl::ssl::SslStream<std::net::TcpStream> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    connector.set_alpn_protos(alpn).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    connector.build().connect("localhost", tcp).unwrap()
+}
+
+/// Reads until the server closes the connection; what it sent. A read that times out (the server
+/// kept the connection) fails the test.
+fn until_closed(tls: &mut openssl::ssl::SslStream<std::net::TcpStream>) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the server kept a stalled connection open: {e}")
+            }
+            // A reset or a TLS close without close_notify is a close too.
+            Err(_) => return got,
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off() {
+    use std::io::Write;
+    let server = start_with(
+        "request_timeout_seconds = 2\nidle_timeout_seconds = 3",
+        |_| {},
+    );
+
+    // Headers never finished: the connection is closed.
+    let mut tls = slow_client(server.port, b"\x08http/1.1");
+    tls.write_all(b"POST /token HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    until_closed(&mut tls);
+
+    // No request at all after the handshake: closed too.
+    let mut tls = slow_client(server.port, b"\x08http/1.1");
+    until_closed(&mut tls);
+
+    // A body that never arrives whole: 408 with the error object.
+    let mut tls = slow_client(server.port, b"\x08http/1.1");
+    tls.write_all(
+        b"POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n\
+          grant_type=",
+    )
+    .unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(&mut tls)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"invalid_request\""), "{answer}");
+
+    // HTTP/2: a preface and SETTINGS, then a HEADERS frame that never ends (no END_HEADERS):
+    // closed once nothing has moved for the idle time.
+    let mut tls = slow_client(server.mtls_port, b"\x02h2");
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // SETTINGS, empty
+    // HEADERS on stream 1, 1 byte of header block, flags 0 (no END_HEADERS, no END_STREAM).
+    tls.write_all(&[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]).unwrap();
+    until_closed(&mut tls);
+
+    // The server still serves.
+    let (status, _, _) = get(server.port, "/jwks");
+    assert!(status.contains("200"), "{status}");
+}

@@ -124,8 +124,18 @@ async fn serve(config: &Config) -> Result<(), String> {
         listener.local_addr().map_err(|e| err(&e))?,
         mtls_listener.local_addr().map_err(|e| err(&e))?
     );
-    let main = tokio::spawn(tls_edge::serve(listener, tls, app.clone(), stopped.clone()));
-    let alt = tokio::spawn(tls_edge::serve(mtls_listener, mtls, app, stopped));
+    let timeouts = tls_edge::Timeouts {
+        request: std::time::Duration::from_secs(config.server.request_timeout_seconds.max(1)),
+        idle: std::time::Duration::from_secs(config.server.idle_timeout_seconds.max(1)),
+    };
+    let main = tokio::spawn(tls_edge::serve(
+        listener,
+        tls,
+        app.clone(),
+        timeouts,
+        stopped.clone(),
+    ));
+    let alt = tokio::spawn(tls_edge::serve(mtls_listener, mtls, app, timeouts, stopped));
     shutdown_signal().await;
     let _ = stop.send(true);
     maintenance.abort();
