@@ -185,12 +185,31 @@ impl Alg {
         None
     }
 
-    fn verifier(self, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, josekit::JoseError> {
+    pub fn verifier(self, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, josekit::JoseError> {
         Ok(match self {
             Alg::Ps256 => Box::new(PS256.verifier_from_jwk(jwk)?),
             Alg::Es256 => Box::new(ES256.verifier_from_jwk(jwk)?),
         })
     }
+}
+
+/// Why a registered signing key (`use` absent or `sig`) could never verify a client's JWS under
+/// either algorithm: not an RSA or EC P-256 key, too short, or not a key at all (a modulus of
+/// zero bits, a point off the curve). `None` when it can verify one of them, or when it is an
+/// encryption key (`use: enc`), which nothing here uses.
+pub fn unusable_signing_key(jwk: &Map<String, Value>) -> Option<String> {
+    if jwk.get("use").and_then(Value::as_str) == Some("enc") {
+        return None;
+    }
+    let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
+    let alg = if kty == "EC" { Alg::Es256 } else { Alg::Ps256 };
+    if let Some(why) = alg.unfit(jwk) {
+        return Some(why);
+    }
+    let built = Jwk::from_map(jwk.clone()).and_then(|k| alg.verifier(&k));
+    built
+        .err()
+        .map(|_| format!("it is not a valid {}", alg.key_kind()))
 }
 
 /// A client's compact serialization, trimmed, as far as can be told without decoding it.

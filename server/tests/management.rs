@@ -392,7 +392,10 @@ fn management_api_crud_with_scopes_and_rfc_7591_errors() {
             json!("a string"),
             "invalid_client_metadata",
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(never_authenticate(clients))
+    {
         let (status, _, body) = json_api(&server, method, path, &token, &patch);
         assert!(status.contains("400"), "{method} {patch}: {status} {body}");
         assert_eq!(error_code(&body), code, "{method} {patch}");
@@ -948,4 +951,39 @@ fn a_registered_id_token_alg_must_be_the_keys_and_a_rotation_that_changes_it_say
         said.contains("WARNING") && said.contains(&format!("client {id}")),
         "{said}"
     );
+}
+
+/// Registrations that pass every shape check but could never authenticate (RFC 7591 §3.2.2):
+/// refused at once rather than 401 at every token request.
+fn never_authenticate(clients: &str) -> Vec<(&'static str, &str, Value, &'static str)> {
+    let mtls = |field: &str, value: &str| {
+        let mut m = json!({"token_endpoint_auth_method": "tls_client_auth",
+                           "grant_types": ["client_credentials"]});
+        m[field] = json!(value);
+        ("POST", clients, m, "invalid_client_metadata")
+    };
+    let jwk = |key: Value| {
+        (
+            "POST",
+            clients,
+            json!({"token_endpoint_auth_method": "private_key_jwt",
+                   "grant_types": ["client_credentials"], "jwks": {"keys": [key]}}),
+            "invalid_client_metadata",
+        )
+    };
+    let zeros = b64(vec![0u8; 32]);
+    let ones = b64(vec![1u8; 32]);
+    vec![
+        mtls("tls_client_auth_subject_dn", "=,=,,"),
+        mtls(
+            "tls_client_auth_subject_dn",
+            "CN=demo-client,O=Strongroom demo,",
+        ),
+        mtls("tls_client_auth_san_ip", "999.1.1.1"),
+        mtls("tls_client_auth_san_uri", "not a uri"),
+        jwk(json!({"kty": "RSA", "n": "AA", "e": "AQAB"})),
+        jwk(json!({"kty": "EC", "crv": "P-256", "x": zeros, "y": ones})),
+        jwk(json!({"kty": "FOO"})),
+        jwk(json!({"kty": "OKP", "crv": "Ed25519", "x": zeros})),
+    ]
 }

@@ -63,6 +63,7 @@ pub fn run(config: &Config, command: ClientsCommand) -> Result<(), String> {
                     client.compliance_level = level;
                 }
                 client.validate().map_err(|e| e.to_string())?;
+                crate::client_auth::check_registration(&client).map_err(|e| e.to_string())?;
                 let now = strongroom_keystore::Clock::now(&strongroom_keystore::SystemClock);
                 let alg = super::active_alg(config, KeyPurpose::IdToken, now).await?;
                 client

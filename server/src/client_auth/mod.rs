@@ -30,6 +30,47 @@ use crate::model::{AuthMethod, Client};
 pub use mtls::{ClientCaBundle, verify_self_signed_tls_client_auth, verify_tls_client_auth};
 pub use private_key_jwt::{ClientAssertionCheck, peek_assertion_client_id};
 
+/// What registration must refuse because authentication could never succeed with it (RFC 7591
+/// §3.2.2 `invalid_client_metadata`, rather than a 401 at every token request): a jwks signing
+/// key that cannot verify, a `tls_client_auth_subject_dn` that is not an RFC 4514 string, a
+/// `tls_client_auth_san_ip` that is not an IP address, a `tls_client_auth_san_uri` that is not an
+/// absolute URI. [`Client::validate`] has already checked the shape.
+pub fn check_registration(client: &Client) -> Result<(), OAuthError> {
+    let meta = OAuthError::invalid_client_metadata;
+    let keys = client
+        .jwks
+        .as_ref()
+        .and_then(|j| j.get("keys"))
+        .and_then(Value::as_array);
+    for (i, key) in keys.into_iter().flatten().enumerate() {
+        let Some(key) = key.as_object() else {
+            return Err(meta(format!("jwks key {i} is not a JSON object")));
+        };
+        if let Some(why) = crate::client_jws::unusable_signing_key(key) {
+            return Err(meta(format!(
+                "jwks key {i} cannot verify signatures: {why}"
+            )));
+        }
+    }
+    if let Some(dn) = &client.tls_client_auth_subject_dn {
+        mtls::parse_rfc4514(dn).map_err(|why| {
+            meta(format!(
+                "tls_client_auth_subject_dn is not an RFC 4514 string: {why}"
+            ))
+        })?;
+    }
+    if let Some(ip) = &client.tls_client_auth_san_ip {
+        ip.trim().parse::<std::net::IpAddr>().map_err(|_| {
+            meta("tls_client_auth_san_ip is not an IPv4 or IPv6 address".to_owned())
+        })?;
+    }
+    if let Some(uri) = &client.tls_client_auth_san_uri {
+        url::Url::parse(uri)
+            .map_err(|_| meta("tls_client_auth_san_uri is not an absolute URI".to_owned()))?;
+    }
+    Ok(())
+}
+
 /// RFC 7523 §2.2: the only `client_assertion_type` this server accepts.
 pub const JWT_BEARER_ASSERTION_TYPE: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

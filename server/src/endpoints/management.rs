@@ -272,11 +272,13 @@ fn metadata(value: Value) -> Result<Client, OAuthError> {
         .map_err(|e| OAuthError::invalid_client_metadata(format!("client metadata: {e}")))
 }
 
-/// RFC 7591 checks ([`Client::validate`]), the server's keys ([`Client::check_for_server`]),
+/// RFC 7591 checks ([`Client::validate`]), credentials that could never authenticate
+/// ([`crate::client_auth::check_registration`]), the server's keys ([`Client::check_for_server`]),
 /// and what the management API adds: a jwks_uri must be an https URL (it is fetched over HTTPS
 /// only, so another scheme could never work).
 fn check(state: &AppState, client: &Client) -> Result<(), OAuthError> {
     client.validate()?;
+    crate::client_auth::check_registration(client)?;
     let id_token_alg = state
         .keystore
         .signing_key(KeyPurpose::IdToken)
