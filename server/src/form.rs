@@ -10,6 +10,17 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ErrorCode, OAuthError};
 
+/// One percent-encoded name or value, as UTF-8.
+fn decode(raw: &[u8]) -> Result<String, OAuthError> {
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    String::from_utf8(bytes)
+        .map_err(|_| OAuthError::invalid_request("parameter names and values must be UTF-8"))
+}
+
 /// The largest form body accepted; a larger one is refused unread.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -18,12 +29,21 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 pub struct Form(HashMap<String, String>);
 
 impl Form {
+    /// `name=value` pairs separated by `&`, `+` for a space, percent-encoded bytes (an invalid
+    /// `%` sequence is kept as it is, as WHATWG URL parsing does). Names and values must decode
+    /// to UTF-8: `invalid_request` otherwise, rather than a value quietly altered (a `state`
+    /// must come back exactly as sent, RFC 6749 §4.1.2).
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
-            OAuthError::invalid_request("the body is not application/x-www-form-urlencoded")
-        })?;
-        let mut map = HashMap::with_capacity(pairs.len());
-        for (k, v) in pairs {
+        let mut map = HashMap::new();
+        for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => {
+                    let (k, rest) = pair.split_at(i);
+                    (k, rest.get(1..).unwrap_or_default())
+                }
+                None => (pair, &[][..]),
+            };
+            let (k, v) = (decode(k)?, decode(v)?);
             if map.insert(k.clone(), v).is_some() {
                 return Err(OAuthError::invalid_request(format!(
                     "parameter {k} is repeated"
@@ -103,4 +123,35 @@ pub async fn form_endpoint(
         Err(e) => Err(e),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_like_a_browser_and_refuses_what_is_not_utf8() {
+        let f = Form::parse(b"a=1+2&b=%C3%A9t%C3%A9&c&&d=%zz&e=x%3Dy=z").unwrap();
+        assert_eq!(f.get("a"), Some("1 2"));
+        assert_eq!(f.get("b"), Some("\u{e9}t\u{e9}"));
+        assert_eq!(
+            f.get("c"),
+            None,
+            "present, empty: absent (RFC 6749 section 3.1)"
+        );
+        assert_eq!(f.get("d"), Some("%zz"), "an invalid escape is kept as sent");
+        assert_eq!(f.get("e"), Some("x=y=z"));
+        // The same as serde_urlencoded for what both accept.
+        let encoded =
+            serde_urlencoded::to_string([("state", "a b&c=d/\u{263a}"), ("x", "")]).unwrap();
+        assert_eq!(
+            Form::parse(encoded.as_bytes()).unwrap().get("state"),
+            Some("a b&c=d/\u{263a}")
+        );
+        for bad in [&b"state=%ff%fe"[..], b"client_id=\xc3\x28", b"%ff=1"] {
+            let e = Form::parse(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
+        }
+        assert!(Form::parse(b"a=1&a=2").is_err(), "repeated");
+    }
 }
