@@ -672,7 +672,7 @@ fn post_basic_as(
 }
 
 #[test]
-fn http_basic_client_authentication_is_refused_as_rfc_6749_says() {
+fn client_secrets_basic_or_posted_are_refused_as_rfc_6749_says() {
     let server = start();
     let client = register(&server, "accounts");
     let token = cc_token(&server, &client, "accounts");
@@ -692,8 +692,20 @@ fn http_basic_client_authentication_is_refused_as_rfc_6749_says() {
             "{path}: {headers}"
         );
         // Basic beside a valid assertion: "more than one mechanism", 400 invalid_request.
-        let body = format!("{body}&{}", client_auth(&server, &client));
-        let (status, _, resp) = post_basic(&server, path, &client.0, &body);
+        let with_assertion = format!("{body}&{}", client_auth(&server, &client));
+        let (status, _, resp) = post_basic(&server, path, &client.0, &with_assertion);
+        assert!(status.contains("400"), "{path}: {status} {resp}");
+        assert_eq!(error_code(&resp), "invalid_request", "{path}: {resp}");
+        // client_secret_post the same way: alone 401 invalid_client, beside an assertion 400.
+        let posted = format!("{body}&client_id={}&client_secret=s3cret", client.0);
+        let (status, _, resp) = post_form(server.port, path, &posted);
+        assert!(status.contains("401"), "{path}: {status} {resp}");
+        assert_eq!(error_code(&resp), "invalid_client", "{path}: {resp}");
+        let posted = format!(
+            "{body}&client_secret=s3cret&{}",
+            client_auth(&server, &client)
+        );
+        let (status, _, resp) = post_form(server.port, path, &posted);
         assert!(status.contains("400"), "{path}: {status} {resp}");
         assert_eq!(error_code(&resp), "invalid_request", "{path}: {resp}");
     }

@@ -138,12 +138,42 @@ impl ClientCaBundle {
                         "the client certificate's signature does not verify with the key \
                              of any CA this server trusts",
                     ),
+                    rustls::Error::InvalidCertificate(C::Other(other)) => fail(format!(
+                        "the client certificate is not acceptable: {}",
+                        path_error(&other)
+                    )),
                     rustls::Error::InvalidCertificate(c) => {
                         fail(format!("the client certificate is not acceptable: {c}"))
                     }
                     other => fail(format!("the client certificate is not acceptable: {other}")),
                 }
             })
+    }
+}
+
+/// The path-building errors rustls passes on from webpki as `CertificateError::Other`, in words
+/// (their Display is their Rust name).
+fn path_error(other: &rustls::OtherError) -> &'static str {
+    use webpki::Error as W;
+    match other.0.downcast_ref::<W>() {
+        Some(W::CaUsedAsEndEntity) => "it is a CA certificate, not a client's",
+        Some(W::EndEntityUsedAsCa) => "an end-entity certificate is used as a CA in its chain",
+        Some(W::MaximumPathDepthExceeded) => "its chain has too many intermediates",
+        Some(
+            W::MaximumPathBuildCallsExceeded
+            | W::MaximumSignatureChecksExceeded
+            | W::MaximumNameConstraintComparisonsExceeded,
+        ) => "its chain is too complex to validate",
+        Some(W::PathLenConstraintViolated) => "its chain violates a path length constraint",
+        Some(W::NameConstraintViolation) => "its chain violates a name constraint",
+        Some(W::RequiredEkuNotFoundContext(_)) => {
+            "its extended key usage does not include TLS client authentication"
+        }
+        Some(W::UnsupportedCriticalExtension) => "it has an unsupported critical extension",
+        Some(W::BadDer | W::BadDerTime | W::TrailingData(_) | W::MalformedExtensions) => {
+            "it is not a well-formed X.509 certificate"
+        }
+        _ => "its certificate path does not validate",
     }
 }
 

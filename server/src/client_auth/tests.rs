@@ -551,6 +551,16 @@ fn tls_client_auth_untrusted_chain() {
         tls(&tls_client("dn", LEAF_DN), &[der(&selfie)], T0),
         "not issued by a CA",
     );
+    // The trusted CA's own certificate presented as a client's: said in words, not as a Rust
+    // error's name.
+    let e = tls(&tls_client("dn", LEAF_DN), &[der(&p.ca)], T0).unwrap_err();
+    assert!(
+        e.description
+            .contains("it is a CA certificate, not a client's")
+            && !e.description.contains("Other("),
+        "{}",
+        e.description
+    );
 }
 
 #[test]

@@ -181,21 +181,31 @@ fn replayed() -> OAuthError {
 /// assertion, a request that "utilizes more than one mechanism" (§2.3: a client "MUST NOT use
 /// more than one"): 400 `invalid_request`. A TLS client certificate does not count here: on the
 /// mTLS listener every client presents one, for authentication or only for bound tokens.
-fn refuse_basic(headers: &HeaderMap, other_method: bool) -> Result<(), OAuthError> {
+/// `client_secret_post` (a `client_secret` in the body) likewise: alone, 401 `invalid_client`;
+/// beside an assertion or Basic, 400 `invalid_request`.
+fn refuse_secrets(headers: &HeaderMap, form: &Form, other_method: bool) -> Result<(), OAuthError> {
     let basic = headers.get(header::AUTHORIZATION).is_some_and(|v| {
         v.as_bytes()
             .get(..6)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "))
     });
-    match (basic, other_method) {
-        (false, _) => Ok(()),
-        (true, true) => Err(OAuthError::invalid_request(
-            "more than one client authentication method: HTTP Basic and a client assertion",
-        )),
-        (true, false) => Err(OAuthError::invalid_client_basic(
-            "client_secret_basic is not supported; see token_endpoint_auth_methods_supported",
-        )),
+    let posted = form.get("client_secret").is_some();
+    if [basic, posted, other_method].iter().filter(|m| **m).count() > 1 {
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method (RFC 6749 section 2.3)",
+        ));
     }
+    if basic {
+        return Err(OAuthError::invalid_client_basic(
+            "client_secret_basic is not supported; see token_endpoint_auth_methods_supported",
+        ));
+    }
+    if posted {
+        return Err(OAuthError::invalid_client(
+            "client_secret_post is not supported; see token_endpoint_auth_methods_supported",
+        ));
+    }
+    Ok(())
 }
 
 /// Finds the client (by `client_id`, or by the assertion's unverified `iss`), authenticates it
@@ -210,7 +220,7 @@ async fn authenticate_client(
     endpoint: &str,
 ) -> Result<(Arc<Client>, AuthenticatedClient), OAuthError> {
     let assertion = form.get("client_assertion");
-    refuse_basic(headers, assertion.is_some())?;
+    refuse_secrets(headers, form, assertion.is_some())?;
     let client_id = match (
         form.get("client_id"),
         assertion.and_then(client_auth::peek_assertion_client_id),
