@@ -831,6 +831,14 @@ fn plain_authorization_requests_error_pages_and_discovery() {
     let resp = b.get(&query(&[], &must_push));
     assert_eq!(rp.error_of(&resp, Some("plain-1")), "invalid_request");
     assert!(resp.client_query()["error_description"].contains("pushed"));
+    // Its request object by value, with no redirect_uri beside it (as FAPI 1 clients send
+    // them): nowhere trusted to redirect, and the page says why it is refused: not the missing
+    // redirect_uri of an object it will not open.
+    let resp = b.get(&format!(
+        "/authorize?client_id={must_push}&request=eyJhbGciOiJQUzI1NiJ9.e30.c2ln"
+    ));
+    resp.assert_error_page("invalid_request");
+    assert!(resp.body.contains("pushed"), "{}", resp.body);
 
     // Discovery advertises the front channel truthfully.
     let (_, _, body) = get(server.port, "/.well-known/openid-configuration");

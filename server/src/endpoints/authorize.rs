@@ -152,14 +152,22 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
                 }
                 _ => params,
             };
-            let redirect_uri = authz_request::registered_redirect_uri(&client, params)?;
+            let par_required = Policy::of(&client).par_required(&client);
+            let redirect_uri = match authz_request::registered_redirect_uri(&client, params) {
+                Ok(uri) => uri,
+                // Nowhere trusted to send it, but the reason to give is that this client must
+                // push its requests (such a client's request object is not opened here).
+                Err(e) => {
+                    return Err(par_required.map_or(e, OAuthError::invalid_request).into());
+                }
+            };
             let back = ToClient::new(
                 state,
                 &redirect_uri,
                 authz_request::echo_state(params),
                 authz_request::wants_fragment(params),
             );
-            if let Some(why) = Policy::of(&client).par_required(&client) {
+            if let Some(why) = par_required {
                 return Err(back.fail(OAuthError::invalid_request(why)));
             }
             let mut request = authz_request::validate(&client, params, redirect_uri.clone())
