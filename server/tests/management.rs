@@ -974,6 +974,8 @@ fn never_authenticate(clients: &str) -> Vec<(&'static str, &str, Value, &'static
     let zeros = b64(vec![0u8; 32]);
     let ones = b64(vec![1u8; 32]);
     vec![
+        mtls("client_name", "Bank\u{202e}ppa"),
+        mtls("client_name", "Bank\u{0}app"),
         mtls("tls_client_auth_subject_dn", "=,=,,"),
         mtls(
             "tls_client_auth_subject_dn",
