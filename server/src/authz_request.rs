@@ -226,9 +226,12 @@ fn canonical_response_type(sent: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The `state` to send back with an error, when it is within limits.
+/// The `state` to send back with an error: as received, whatever its length (RFC 6749 §4.1.2.1:
+/// REQUIRED if the request had one; without it the client cannot match the answer). An
+/// over-long state is refused, but the refusal still carries it: it came in the same URL, so
+/// echoing it amplifies nothing.
 pub fn echo_state(params: &Form) -> Option<&str> {
-    params.get("state").filter(|s| s.len() <= MAX_STATE_LEN)
+    params.get("state")
 }
 
 /// Checks every parameter but `redirect_uri` (already checked by [`registered_redirect_uri`]).

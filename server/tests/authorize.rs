@@ -823,6 +823,11 @@ fn plain_authorization_requests_error_pages_and_discovery() {
     ))
     .assert_error_page("invalid_request_object");
 
+    // An over-long state is refused, and the refusal carries it back (RFC 6749 §4.1.2.1).
+    let long = "s".repeat(600);
+    let resp = b.get(&query(&[("state", &long)], &client_id));
+    assert_eq!(rp.error_of(&resp, Some(&long)), "invalid_request");
+
     // A client that must push: the plain request goes back as invalid_request.
     let (must_push, _) = register_web_client(
         &server,
