@@ -117,19 +117,15 @@ async fn submit(
         .map_err(|e| back.fail(e))?;
     let Some(user) = verified else {
         if attempt >= MAX_FAILED_LOGINS {
-            state
-                .store
-                .delete_interaction(&id)
-                .await
-                .map_err(|e| back.fail(e))?;
             // The request has failed: the client hears it (RFC 6749 §4.1.2.1), as for Cancel.
-            let mut resp = back.error(&OAuthError::new(
-                StatusCode::BAD_REQUEST,
+            return end_interaction(
+                state,
+                &id,
+                back,
                 ErrorCode::AccessDenied,
                 "too many failed sign-in attempts",
-            ));
-            clear_cookie(&mut resp, INTERACTION_COOKIE);
-            return Ok(resp);
+            )
+            .await;
         }
         return Ok(form_page(
             StatusCode::UNAUTHORIZED,
@@ -147,18 +143,14 @@ async fn submit(
     {
         // OpenID Connect Core §3.1.2.1 / §5.5.1: never an answer for another user than the one
         // the request names.
-        state
-            .store
-            .delete_interaction(&id)
-            .await
-            .map_err(|e| back.fail(e))?;
-        let mut resp = back.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
+        return end_interaction(
+            state,
+            &id,
+            back,
             ErrorCode::LoginRequired,
             "the user signed in as another user than the request's id_token_hint or claims name",
-        ));
-        clear_cookie(&mut resp, INTERACTION_COOKIE);
-        return Ok(resp);
+        )
+        .await;
     }
     let signed_in = SignedIn {
         user_id: user.user_id,
@@ -221,6 +213,24 @@ async fn submit(
         state.lifetimes.login_session,
     )
     .map_err(|e| back.fail(e))?;
+    Ok(resp)
+}
+
+/// The interaction ends here with `code` sent to the client (with `state` and `iss`).
+async fn end_interaction(
+    state: &AppState,
+    id: &str,
+    back: ToClient<'_>,
+    code: ErrorCode,
+    description: &str,
+) -> Result<Response, Stop> {
+    state
+        .store
+        .delete_interaction(id)
+        .await
+        .map_err(|e| back.fail(e))?;
+    let mut resp = back.error(&OAuthError::new(StatusCode::BAD_REQUEST, code, description));
+    clear_cookie(&mut resp, INTERACTION_COOKIE);
     Ok(resp)
 }
 
