@@ -60,13 +60,13 @@ pub struct ServerConfig {
     /// under overload requests would otherwise queue for the CPU before they reach the HSM
     /// pool's bounded queue, and latency would grow without bound).
     pub max_concurrent_token_requests: usize,
-    /// How long a client may take to send a request's headers, and its body; also how long an
-    /// HTTP/1.1 connection may wait idle for its next request. Beyond: the connection is closed
-    /// (headers) or the request refused with 408 (body), so slow clients cannot hold
-    /// connections.
+    /// How long a client may take to send its first request on a connection, an HTTP/1.1
+    /// request's headers, and a request's body; also how long an HTTP/1.1 connection waits idle
+    /// for its next request, and how long a closing connection has for its last answers. So slow
+    /// clients cannot hold connections (`slow_clients.rs`). 1 to 300.
     pub request_timeout_seconds: u64,
-    /// A connection on which nothing is read or written for this long is closed (HTTP/2 idle
-    /// connections, and stalled ones of either version).
+    /// A connection with no request in flight for this long is shut down gracefully (HTTP/2
+    /// GOAWAY). 1 to 3600.
     pub idle_timeout_seconds: u64,
     /// Addresses of TLS-terminating proxies whose RFC 9440 `Client-Cert` header is believed.
     /// Empty (the default): the header is ignored from everyone.
@@ -269,6 +269,24 @@ impl Config {
     pub fn issuer(&self) -> Result<String, String> {
         check_base_url("server.issuer", &self.server.issuer)?;
         Ok(self.server.issuer.clone())
+    }
+
+    /// `server.request_timeout_seconds` and `idle_timeout_seconds`, checked: a timer far in the
+    /// future would overflow, and 0 would close every connection at once.
+    pub fn timeouts(&self) -> Result<crate::tls_edge::Timeouts, String> {
+        let s = &self.server;
+        for (name, v, max) in [
+            ("request_timeout_seconds", s.request_timeout_seconds, 300),
+            ("idle_timeout_seconds", s.idle_timeout_seconds, 3600),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(format!("server.{name} is {v}: between 1 and {max}"));
+            }
+        }
+        Ok(crate::tls_edge::Timeouts {
+            request: Duration::from_secs(s.request_timeout_seconds),
+            idle: Duration::from_secs(s.idle_timeout_seconds),
+        })
     }
 
     /// `server.mtls_base_url`, checked as the issuer is.

@@ -6,135 +6,79 @@
 //!   hyper's `header_read_timeout` (`server.request_timeout_seconds`);
 //! - a request body: [`DeadlineBody`], the same time for the whole body from the moment its
 //!   headers arrived, so trickling bytes does not extend it; the body's reader answers 408;
-//! - a connection on which nothing moves either way, HTTP/2 included: [`IdleIo`]
-//!   (`server.idle_timeout_seconds`).
+//! - a connection with no request in flight, HTTP/2 included: [`Activity`], watched by the
+//!   connection's task in `tls_edge`, which shuts it down gracefully (HTTP/2 GOAWAY) once no
+//!   request has been in flight for `server.idle_timeout_seconds`, or when no first request has
+//!   come within `server.request_timeout_seconds`, and drops it if it has not closed
+//!   `request_timeout_seconds` later (a client that stopped reading its answers).
 
-use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// A connection's stream that fails with `TimedOut` once nothing has been read from or written
-/// to it for `limit`. The deadline is checked whenever the connection reads, which hyper does
-/// for as long as the connection is open, and the timer wakes it at the deadline.
-pub struct IdleIo<S> {
-    inner: S,
-    limit: Duration,
-    /// When something last moved.
-    last: Instant,
-    /// Fires at `limit` after some earlier `last`; moved on lazily when it fires (a read or a
-    /// write only notes the time, the timer is not touched on the hot path).
-    deadline: Pin<Box<Sleep>>,
+/// What a connection's watchdog knows of its requests: how many are in flight, and when the
+/// last one ended (or the connection began). Idleness is counted in requests, not bytes, so
+/// HTTP/2 PINGs or a header trickled a byte at a time do not keep a connection, and a request
+/// the server is still working on never looks idle.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    served: AtomicUsize,
+    /// Milliseconds after `epoch`.
+    last: AtomicU64,
+    epoch: Instant,
 }
 
-impl<S> IdleIo<S> {
-    pub fn new(inner: S, limit: Duration) -> Self {
-        IdleIo {
-            inner,
-            limit,
-            last: Instant::now(),
-            deadline: Box::pin(tokio::time::sleep(limit)),
-        }
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
     }
 
-    fn moved(&mut self) {
-        self.last = Instant::now();
+    /// A request has begun; the guard ends it when dropped (answered, failed or cancelled).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
     }
 
-    /// Whether the connection has been idle for `limit`; otherwise the timer is set (and
-    /// registered with `cx`) for when it would be.
-    /// A write's outcome: bytes written count as movement; a write still waiting once the
-    /// connection has been idle for `limit` (a peer that stopped reading) fails.
-    fn after_write(
-        &mut self,
-        cx: &mut Context<'_>,
-        written: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        match written {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            other => other,
+    /// When the connection counts as idle if nothing starts meanwhile: `idle` after the last
+    /// request ended, or `first` after the connection began while no request has ended yet (a
+    /// client has that long to send its first request); `None` while a request is in flight.
+    pub fn idle_at(&self, first: Duration, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
         }
-    }
-
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.deadline.as_mut().poll(cx).is_ready() {
-            let due = self.last + self.limit;
-            if due <= Instant::now() {
-                return true;
-            }
-            self.deadline.as_mut().reset(due);
-        }
-        false
+        let last = self.epoch + Duration::from_millis(self.last.load(Ordering::Acquire));
+        let limit = if self.served.load(Ordering::Acquire) == 0 {
+            first
+        } else {
+            idle
+        };
+        Some(last + limit)
     }
 }
 
-fn idle_error() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "the connection was idle too long")
-}
+/// A request in flight on its connection ([`Activity::begin`]).
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
 
-impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.moved();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if this.expired(cx) => Poll::Ready(Err(idle_error())),
-            other => other,
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.after_write(cx, written)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.after_write(cx, written)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let now = u64::try_from(a.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.last.store(now, Ordering::Release);
+        a.served.fetch_add(1, Ordering::AcqRel);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -227,6 +171,6 @@ mod tests {
             }
         }
         assert!(is_body_timeout(&Wrapper(BodyTimeout)));
-        assert!(!is_body_timeout(&io::Error::other("x")));
+        assert!(!is_body_timeout(&std::io::Error::other("x")));
     }
 }

@@ -8,6 +8,7 @@
 //! self_signed_tls_client_auth, bound tokens) to the application.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +22,9 @@ use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::slow_clients::{DeadlineBody, IdleIo};
+use crate::slow_clients::{Activity, DeadlineBody};
 
 /// What a handler knows about its connection.
 #[derive(Debug, Clone)]
@@ -44,9 +46,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long slow or idle clients may keep a connection (see `slow_clients`).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// Request headers (and HTTP/1.1's wait for the next request), and a request body.
+    /// Request headers (and HTTP/1.1's wait for the next request), a request body, the first
+    /// request of a connection, and a closing connection's last answers.
     pub request: Duration,
-    /// Nothing read or written.
+    /// No request in flight.
     pub idle: Duration,
 }
 
@@ -62,8 +65,8 @@ pub async fn serve(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.request);
-    // No HTTP/2 keep-alive pings: a client that answers them would never look idle to IdleIo,
-    // which also closes connections whose peer is gone.
+    // No HTTP/2 keep-alive pings: the watchdog (`serve_watched`) closes connections without requests,
+    // whether their peer is gone or only quiet.
     let http = Arc::new(http);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -106,17 +109,90 @@ pub async fn serve(
             };
             let app = app.layer(axum::Extension(conn));
             let body_time = timeouts.request;
+            let activity = Activity::new();
+            let tracked = activity.clone();
             let service = TowerToHyperService::new(
                 tower::ServiceBuilder::new()
                     .map_request(move |req: Request<Incoming>| {
                         req.map(|body| DeadlineBody::new(body, body_time))
                     })
+                    .map_future(move |answer| {
+                        let in_flight = tracked.begin();
+                        async move {
+                            let answered = answer.await;
+                            drop(in_flight);
+                            answered
+                        }
+                    })
                     .service(app),
             );
-            let stream = IdleIo::new(stream, timeouts.idle);
-            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            serve_watched(connection, &activity, timeouts, remote).await;
         });
+    }
+}
+
+/// Serves `connection` until it ends, or until it has had no request in flight for
+/// `timeouts.idle` (no first request for `timeouts.request`): then it is shut down gracefully
+/// (HTTP/2 GOAWAY; HTTP/1.1 closes once its answer is out), and dropped if it has not closed
+/// `timeouts.request` later, which is what happens to a client that stopped reading.
+async fn serve_watched<C>(
+    connection: C,
+    activity: &Activity,
+    timeouts: Timeouts,
+    remote: SocketAddr,
+) where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulShutdown,
+{
+    tokio::pin!(connection);
+    let mut closing: Option<Instant> = None;
+    loop {
+        let wake = match closing {
+            Some(since) => since + timeouts.request,
+            // A request in flight: look again later (it ends by itself; its body has a deadline).
+            None => activity
+                .idle_at(timeouts.request, timeouts.idle)
+                .unwrap_or_else(|| Instant::now() + timeouts.idle),
+        };
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    tracing::debug!(%remote, "connection dropped: it did not close in time");
+                    return;
+                }
+                if activity
+                    .idle_at(timeouts.request, timeouts.idle)
+                    .is_some_and(|at| at <= Instant::now())
+                {
+                    connection.as_mut().shut_down_gracefully();
+                    closing = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// hyper-util's connection futures, which can be asked to finish gracefully.
+trait GracefulShutdown {
+    fn shut_down_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulShutdown for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shut_down_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }

@@ -557,7 +557,58 @@ fn slow_and_idle_clients_are_cut_off() {
     tls.write_all(&[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]).unwrap();
     until_closed(&mut tls);
 
+    // A connection in use is no idle one: a request every second for longer than the idle
+    // time (3 s), all answered on the one connection.
+    let mut tls = slow_client(server.port, b"\x08http/1.1");
+    for i in 0..6 {
+        tls.write_all(b"GET /jwks HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let answer = read_one_response(&mut tls);
+        assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // Pipelined requests from a client that never reads its answers: once the answers fill the
+    // buffers the connection stalls, and it is dropped (idle 3 s, then 2 s to close), rather
+    // than held for as long as the client likes. Reading afterwards finds the connection
+    // closed well before the last answer.
+    let sent = 8000;
+    let mut tls = slow_client(server.port, b"\x08http/1.1");
+    tls.write_all(&b"GET /jwks HTTP/1.1\r\nHost: l\r\n\r\n".repeat(sent))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(9));
+    let answers = String::from_utf8_lossy(&until_closed(&mut tls))
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(
+        answers < sent,
+        "all {answers} answers came: the stalled connection was kept"
+    );
+
     // The server still serves.
     let (status, _, _) = get(server.port, "/jwks");
     assert!(status.contains("200"), "{status}");
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body.
+fn read_one_response(tls: &mut openssl::ssl::SslStream<std::net::TcpStream>) -> String {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).unwrap();
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body).unwrap();
+    got.extend_from_slice(&body);
+    String::from_utf8_lossy(&got).into_owned()
 }

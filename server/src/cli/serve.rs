@@ -124,10 +124,7 @@ async fn serve(config: &Config) -> Result<(), String> {
         listener.local_addr().map_err(|e| err(&e))?,
         mtls_listener.local_addr().map_err(|e| err(&e))?
     );
-    let timeouts = tls_edge::Timeouts {
-        request: std::time::Duration::from_secs(config.server.request_timeout_seconds.max(1)),
-        idle: std::time::Duration::from_secs(config.server.idle_timeout_seconds.max(1)),
-    };
+    let timeouts = config.timeouts()?;
     let main = tokio::spawn(tls_edge::serve(
         listener,
         tls,

@@ -247,15 +247,7 @@ pub(crate) async fn read_json(
             accepted.join(" or ")
         )));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            OAuthError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::InvalidRequest,
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
+    let bytes = crate::form::read_body(body, MAX_BODY_BYTES).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| OAuthError::invalid_request(format!("the body is not valid JSON: {e}")))
 }
