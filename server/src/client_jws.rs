@@ -193,23 +193,36 @@ impl Alg {
     }
 }
 
-/// Why a registered signing key (`use` absent or `sig`) could never verify a client's JWS under
-/// either algorithm: not an RSA or EC P-256 key, too short, or not a key at all (a modulus of
-/// zero bits, a point off the curve). `None` when it can verify one of them, or when it is an
-/// encryption key (`use: enc`), which nothing here uses.
-pub fn unusable_signing_key(jwk: &Map<String, Value>) -> Option<String> {
+/// What a registered JWK can do for client authentication here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFitness {
+    /// It verifies PS256 or ES256.
+    Usable,
+    /// Not for us (an encryption key, another key type or algorithm, too short an RSA key): it
+    /// is never chosen, and RFC 7517 §5 says to ignore what is not understood.
+    Ignored(String),
+    /// It claims to be an RSA or EC P-256 signing key but is not one (a modulus of nothing, a
+    /// point off the curve).
+    Broken(String),
+}
+
+/// How a client's registered `jwk` would fare as a verification key ([`KeyFitness`]).
+pub fn signing_key_fitness(jwk: &Map<String, Value>) -> KeyFitness {
     if jwk.get("use").and_then(Value::as_str) == Some("enc") {
-        return None;
+        return KeyFitness::Ignored("an encryption key".into());
     }
-    let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
-    let alg = if kty == "EC" { Alg::Es256 } else { Alg::Ps256 };
+    let alg = match jwk.get("kty").and_then(Value::as_str) {
+        Some("RSA") => Alg::Ps256,
+        Some("EC") if jwk.get("crv").and_then(Value::as_str) == Some("P-256") => Alg::Es256,
+        _ => return KeyFitness::Ignored("not an RSA or EC P-256 key".into()),
+    };
     if let Some(why) = alg.unfit(jwk) {
-        return Some(why);
+        return KeyFitness::Ignored(why);
     }
-    let built = Jwk::from_map(jwk.clone()).and_then(|k| alg.verifier(&k));
-    built
-        .err()
-        .map(|_| format!("it is not a valid {}", alg.key_kind()))
+    match Jwk::from_map(jwk.clone()).and_then(|k| alg.verifier(&k)) {
+        Ok(_) => KeyFitness::Usable,
+        Err(_) => KeyFitness::Broken(format!("it is not a valid {}", alg.key_kind())),
+    }
 }
 
 /// A client's compact serialization, trimmed, as far as can be told without decoding it.

@@ -226,6 +226,36 @@ fn management_api_crud_with_scopes_and_rfc_7591_errors() {
     // The client works at once: a token with its key.
     let (status, body) = token_request(&server, &id, &key, "app-key", "&scope=accounts");
     assert!(status.contains("200"), "{status} {body}");
+    // Keys for other purposes beside a usable one are left alone (RFC 7517 §5): an RS256 key,
+    // a P-384 key, an encryption key.
+    let mut rs256 = jwk.clone();
+    rs256["kid"] = json!("for-another-idp");
+    rs256["alg"] = json!("RS256");
+    let mut enc = jwk.clone();
+    enc["kid"] = json!("enc");
+    enc["use"] = json!("enc");
+    enc["alg"] = json!("RSA-OAEP-256");
+    let p384 = json!({"kty": "EC", "crv": "P-384", "kid": "p384",
+                      "x": b64(vec![7u8; 48]), "y": b64(vec![9u8; 48])});
+    let mut mixed = metadata.clone();
+    mixed["jwks"] = json!({"keys": [rs256, jwk, p384, enc]});
+    let (status, _, body) = json_api(&server, "POST", clients, &token, &mixed);
+    assert!(status.contains("201"), "{status} {body}");
+    let mixed_id = serde_json::from_str::<Value>(&body).unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = token_request(&server, &mixed_id, &key, "app-key", "&scope=accounts");
+    assert!(status.contains("200"), "{status} {body}");
+    let (status, _, body) = api(
+        &server,
+        "DELETE",
+        &format!("{clients}/{mixed_id}"),
+        Some(&token),
+        None,
+        "",
+    );
+    assert!(status.contains("204"), "{status} {body}");
 
     // A chosen client_id, once.
     let chosen = json!({"client_id": "bank-app", "token_endpoint_auth_method": "private_key_jwt",

@@ -24,6 +24,7 @@ use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::client_jws::KeyFitness;
 use crate::error::OAuthError;
 use crate::model::{AuthMethod, Client};
 
@@ -31,8 +32,9 @@ pub use mtls::{ClientCaBundle, verify_self_signed_tls_client_auth, verify_tls_cl
 pub use private_key_jwt::{ClientAssertionCheck, peek_assertion_client_id};
 
 /// What registration must refuse because authentication could never succeed with it (RFC 7591
-/// §3.2.2 `invalid_client_metadata`, rather than a 401 at every token request): a jwks signing
-/// key that cannot verify, a `tls_client_auth_subject_dn` that is not an RFC 4514 string, a
+/// §3.2.2 `invalid_client_metadata`, rather than a 401 at every token request): a jwks key that
+/// claims to be an RSA or EC P-256 signing key but is not one, or a jwks none of whose keys can
+/// verify (keys for other purposes beside a usable one are left alone, RFC 7517 §5), a `tls_client_auth_subject_dn` that is not an RFC 4514 string, a
 /// `tls_client_auth_san_ip` that is not an IP address, a `tls_client_auth_san_uri` that is not an
 /// absolute URI. [`Client::validate`] has already checked the shape.
 pub fn check_registration(client: &Client) -> Result<(), OAuthError> {
@@ -42,15 +44,28 @@ pub fn check_registration(client: &Client) -> Result<(), OAuthError> {
         .as_ref()
         .and_then(|j| j.get("keys"))
         .and_then(Value::as_array);
+    let mut usable = 0;
+    let mut ignored = Vec::new();
     for (i, key) in keys.into_iter().flatten().enumerate() {
         let Some(key) = key.as_object() else {
             return Err(meta(format!("jwks key {i} is not a JSON object")));
         };
-        if let Some(why) = crate::client_jws::unusable_signing_key(key) {
-            return Err(meta(format!(
-                "jwks key {i} cannot verify signatures: {why}"
-            )));
+        match crate::client_jws::signing_key_fitness(key) {
+            KeyFitness::Usable => usable += 1,
+            KeyFitness::Ignored(why) => ignored.push(format!("key {i}: {why}")),
+            KeyFitness::Broken(why) => {
+                return Err(meta(format!(
+                    "jwks key {i} cannot verify signatures: {why}"
+                )));
+            }
         }
+    }
+    // Keys for other purposes may sit beside ours; but an inline jwks needs one that verifies.
+    if usable == 0 && !ignored.is_empty() {
+        return Err(meta(format!(
+            "no jwks key can verify PS256 or ES256 ({})",
+            ignored.join("; ")
+        )));
     }
     if let Some(dn) = &client.tls_client_auth_subject_dn {
         mtls::parse_rfc4514(dn).map_err(|why| {
