@@ -119,7 +119,8 @@ pub struct AuthorizationRequest {
     pub id_token_hint: Option<String>,
     /// The user the request names: the `sub` of its verified `id_token_hint`, or a `sub` value
     /// asked for in `claims` (§5.5.1). Only that user's session may answer it; another user's
-    /// is treated as none (`login_required` under prompt=none).
+    /// is treated as none (`login_required` under prompt=none). Empty: a hint signed with a key
+    /// no longer published, whose user cannot be known, so no session answers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     /// The pushed request this came from (its handle, see `Store::find_par`), set by the
@@ -226,12 +227,22 @@ fn canonical_response_type(sent: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The `state` to send back with an error: as received, whatever its length (RFC 6749 §4.1.2.1:
-/// REQUIRED if the request had one; without it the client cannot match the answer). An
-/// over-long state is refused, but the refusal still carries it: it came in the same URL, so
-/// echoing it amplifies nothing.
+/// The `state` to send back with an error, when it is within limits. An over-long one is
+/// refused with a page before anything is redirected ([`state_too_long`]): RFC 6749 §4.1.2.1
+/// wants it back exactly, and re-encoded in a `Location` header it could triple in size.
 pub fn echo_state(params: &Form) -> Option<&str> {
-    params.get("state")
+    params.get("state").filter(|s| s.len() <= MAX_STATE_LEN)
+}
+
+/// `invalid_request` for a `state` over [`MAX_STATE_LEN`] bytes, to be shown as a page: an error
+/// redirected without it could not be matched by the client.
+pub fn state_too_long(params: &Form) -> Result<(), OAuthError> {
+    match params.get("state") {
+        Some(s) if s.len() > MAX_STATE_LEN => Err(OAuthError::invalid_request(format!(
+            "state is longer than {MAX_STATE_LEN} bytes"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Checks every parameter but `redirect_uri` (already checked by [`registered_redirect_uri`]).
@@ -424,16 +435,28 @@ pub fn check_subject(
     let Some(hint) = request.id_token_hint.take() else {
         return Ok(());
     };
-    let claims = crate::own_jws::verify(
+    let purpose = strongroom_keystore::KeyPurpose::IdToken;
+    let verified = crate::own_jws::verify(
         state,
         &hint,
         &crate::own_jws::Expected {
-            purpose: strongroom_keystore::KeyPurpose::IdToken,
+            purpose,
             what: "the id_token_hint",
             typ: "jwt",
             fail: OAuthError::invalid_request,
         },
-    )?;
+    );
+    let claims = match verified {
+        Ok(claims) => claims,
+        // Signed, perhaps by us, with a key since withdrawn (an RP may keep an ID token for
+        // months): its user cannot be known, so it names none, and no session answers it
+        // (login_required under prompt=none), rather than a refusal of the whole request.
+        Err(_) if crate::own_jws::names_unpublished_key(state, &hint) => {
+            request.subject.get_or_insert_with(String::new);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let Some(sub) = claims.get("sub").and_then(serde_json::Value::as_str) else {
         return Err(OAuthError::invalid_request("the id_token_hint has no sub"));
     };

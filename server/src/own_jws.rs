@@ -122,6 +122,27 @@ pub fn verify(
     Ok(claims)
 }
 
+/// Whether `token` is a compact JWS whose header names a `kid` that none of our published keys
+/// has: one we may have signed with a key since withdrawn, as far as can be told. (A published
+/// key of another purpose is a token of another kind: not this.)
+pub fn names_unpublished_key(state: &AppState, token: &str) -> bool {
+    let kid = token
+        .split('.')
+        .next()
+        .and_then(decode_json)
+        .and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
+    let Some(kid) = kid.filter(|_| token.len() <= MAX_TOKEN_LEN && token.split('.').count() == 3)
+    else {
+        return false;
+    };
+    !state
+        .keystore
+        .snapshot()
+        .published(state.now())
+        .iter()
+        .any(|(k, _)| k.kid == kid)
+}
+
 pub fn decode_json(b64: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
     serde_json::from_slice(&bytes).ok()

@@ -838,7 +838,7 @@ fn id_token_hint_and_a_claimed_sub_are_answered_only_for_that_user() {
         "{}",
         cb.location
     );
-    // bob signing in on that browser gets his code.
+    // bob's own browser gets his code.
     let mut request = AuthzRequest::for_client(server, &client);
     request.set("id_token_hint", &bob_hint);
     let (uri, _) = pushed(&request.push(server, &client)).unwrap();
@@ -865,4 +865,47 @@ fn id_token_hint_and_a_claimed_sub_are_answered_only_for_that_user() {
             r.body
         );
     }
+}
+
+#[test]
+fn an_id_token_hint_signed_with_a_withdrawn_key_names_no_one() {
+    // An RP may keep an ID token for months and send it as a hint after the key that signed it
+    // has left the JWKS: its user cannot be known any more, so no session answers it
+    // (login_required), rather than a refusal of the request.
+    let mut fapi = Fapi::start("");
+    let client = fapi.client(Level::Fapi2SpPkjMtls, Method::PrivateKeyJwt);
+    let mut alice = Browser::new(&fapi.server);
+    let (_, t) = tokens(&fapi, &mut alice, &client).unwrap();
+    let old_hint = t["id_token"].as_str().unwrap().to_owned();
+    let out = fapi.server.cli(
+        &["keys", "rotate", "--purpose", "id_token", "--emergency"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fapi.server.restart();
+    let server = &fapi.server;
+    let mut request = AuthzRequest::for_client(server, &client);
+    request.set("prompt", "none");
+    request.set("id_token_hint", &old_hint);
+    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
+    let back = alice.authorize(&authorize_path(&client.id, &uri));
+    let cb = Callback::of(&back, REDIRECT_URI)
+        .unwrap_or_else(|| panic!("no redirect: {} {}", back.status, back.body));
+    assert_eq!(
+        cb.in_query("error"),
+        Some("login_required"),
+        "{}",
+        cb.location
+    );
+    // Without the hint alice's session still answers at once.
+    let mut request = AuthzRequest::for_client(server, &client);
+    request.set("prompt", "none");
+    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
+    let back = alice.authorize(&authorize_path(&client.id, &uri));
+    let cb = Callback::of(&back, REDIRECT_URI).unwrap();
+    assert!(cb.in_query("code").is_some(), "{}", cb.location);
 }

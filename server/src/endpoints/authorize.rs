@@ -161,6 +161,7 @@ async fn start(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<R
                     return Err(par_required.map_or(e, OAuthError::invalid_request).into());
                 }
             };
+            authz_request::state_too_long(params)?;
             let back = ToClient::new(
                 state,
                 &redirect_uri,
