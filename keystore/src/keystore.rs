@@ -91,7 +91,8 @@ impl KeyStoreConfig {
         }
         // A new key reaches each instance's JWKS up to refresh_interval after it is made; its
         // pre-publication (jwks_max_age + clock_skew) covers that only if the skew margin does.
-        if self.refresh_interval.as_secs() as i64 > self.policy.clock_skew {
+        // (A skew of 0 still allows the shortest refresh, 1 s.)
+        if self.refresh_interval.as_secs() as i64 > self.policy.clock_skew.max(1) {
             return Err(Error::Config(format!(
                 "refresh_interval ({} s) must not exceed clock_skew ({} s): a new key reaches \
                  each instance's JWKS up to refresh_interval after it is made, and only the \

@@ -50,12 +50,15 @@ pub fn start_with_hsm(
 ) -> Server {
     let dir = strongroom_testkit::create_token("serve-test");
     prepare(dir.path());
-    let (port, mtls_port) = (free_port(), free_port());
-    let config = dir.path().join("strongroom.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    // A port free a moment ago may be taken meanwhile (an outgoing connection of a test
+    // running beside this one can get it as its local port): try other ports, then give up.
+    for attempt in 1..=3 {
+        let (port, mtls_port) = (free_port(), free_port());
+        let config = dir.path().join("strongroom.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
 database_url = "sqlite://{db}"
 [server]
 issuer = "https://localhost:{port}"
@@ -72,32 +75,38 @@ pool_workers = 2
 [keys]
 tls_self_signed_names = ["localhost"]
 "#,
-            db = dir.path().join("strongroom.db").display(),
-            module = strongroom_testkit::module_path().display(),
-            pin = dir.path().join("user-pin").display(),
-            extra = extra_server_config.replace("@DIR@", &dir.path().display().to_string()),
-            extra_hsm = extra_hsm_config,
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .env("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
-        .stdout(Stdio::piped())
-        .spawn()
+                db = dir.path().join("strongroom.db").display(),
+                module = strongroom_testkit::module_path().display(),
+                pin = dir.path().join("user-pin").display(),
+                extra = extra_server_config.replace("@DIR@", &dir.path().display().to_string()),
+                extra_hsm = extra_hsm_config,
+            ),
+        )
         .unwrap();
-    // The server prints one line once it listens.
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("serving"), "server did not start: {line:?}");
-    Server {
-        child,
-        dir,
-        port,
-        mtls_port,
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The server prints one line once it listens.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.contains("serving") {
+            return Server {
+                child,
+                dir,
+                port,
+                mtls_port,
+            };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("server did not start (attempt {attempt}): {line:?}");
     }
+    panic!("server did not start on three sets of ports");
 }
 
 /// GET over HTTPS with OpenSSL (HTTP/1.1, Connection: close); returns (status line, headers, body).
