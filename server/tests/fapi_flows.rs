@@ -775,6 +775,24 @@ fn an_essential_acr_the_server_cannot_satisfy_is_access_denied() {
     }
 }
 
+/// Pushes `client`'s request with `params` set and follows it in `browser`: where the browser
+/// was sent back to the client.
+fn authorize_with(
+    server: &Server,
+    client: &FapiClient,
+    browser: &mut Browser,
+    params: &[(&str, &str)],
+) -> Callback {
+    let mut request = AuthzRequest::for_client(server, client);
+    for (name, value) in params {
+        request.set(name, value);
+    }
+    let (uri, _) = pushed(&request.push(server, client)).unwrap();
+    let back = browser.authorize(&authorize_path(&client.id, &uri));
+    Callback::of(&back, REDIRECT_URI)
+        .unwrap_or_else(|| panic!("no redirect: {} {}", back.status, back.body))
+}
+
 #[test]
 fn id_token_hint_and_a_claimed_sub_are_answered_only_for_that_user() {
     // OpenID Connect Core §3.1.2.1 (id_token_hint) and §5.5.1 (a sub value in claims): never a
@@ -800,13 +818,12 @@ fn id_token_hint_and_a_claimed_sub_are_answered_only_for_that_user() {
     assert_ne!(sub_of(&alice_hint), bob_sub);
 
     let silently = |browser: &mut Browser, name: &str, value: &str| {
-        let mut request = AuthzRequest::for_client(server, &client);
-        request.set("prompt", "none");
-        request.set(name, value);
-        let (uri, _) = pushed(&request.push(server, &client)).unwrap();
-        let back = browser.authorize(&authorize_path(&client.id, &uri));
-        Callback::of(&back, REDIRECT_URI)
-            .unwrap_or_else(|| panic!("no redirect: {} {}", back.status, back.body))
+        authorize_with(
+            server,
+            &client,
+            browser,
+            &[("prompt", "none"), (name, value)],
+        )
     };
     // The session's own user: a code, silently.
     let cb = silently(&mut alice, "id_token_hint", &alice_hint);
@@ -826,12 +843,7 @@ fn id_token_hint_and_a_claimed_sub_are_answered_only_for_that_user() {
 
     // Without prompt=none alice is asked to sign in; signing in as herself still does not
     // answer a request for bob.
-    let mut request = AuthzRequest::for_client(server, &client);
-    request.set("id_token_hint", &bob_hint);
-    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
-    let back = alice.authorize(&authorize_path(&client.id, &uri));
-    let cb = Callback::of(&back, REDIRECT_URI)
-        .unwrap_or_else(|| panic!("no redirect: {} {}", back.status, back.body));
+    let cb = authorize_with(server, &client, &mut alice, &[("id_token_hint", &bob_hint)]);
     assert_eq!(
         cb.in_query("error"),
         Some("login_required"),
@@ -839,12 +851,7 @@ fn id_token_hint_and_a_claimed_sub_are_answered_only_for_that_user() {
         cb.location
     );
     // bob's own browser gets his code.
-    let mut request = AuthzRequest::for_client(server, &client);
-    request.set("id_token_hint", &bob_hint);
-    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
-    let mut shared = Browser::signing_in_as(server, "bob", PASSWORD);
-    let back = shared.authorize(&authorize_path(&client.id, &uri));
-    let cb = Callback::of(&back, REDIRECT_URI).unwrap();
+    let cb = authorize_with(server, &client, &mut bob, &[("id_token_hint", &bob_hint)]);
     assert!(cb.in_query("code").is_some(), "{}", cb.location);
 
     // A hint this server did not sign, or not an ID token, is refused at PAR.
@@ -888,13 +895,8 @@ fn an_id_token_hint_signed_with_a_withdrawn_key_names_no_one() {
     );
     fapi.server.restart();
     let server = &fapi.server;
-    let mut request = AuthzRequest::for_client(server, &client);
-    request.set("prompt", "none");
-    request.set("id_token_hint", &old_hint);
-    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
-    let back = alice.authorize(&authorize_path(&client.id, &uri));
-    let cb = Callback::of(&back, REDIRECT_URI)
-        .unwrap_or_else(|| panic!("no redirect: {} {}", back.status, back.body));
+    let hinted = [("prompt", "none"), ("id_token_hint", old_hint.as_str())];
+    let cb = authorize_with(server, &client, &mut alice, &hinted);
     assert_eq!(
         cb.in_query("error"),
         Some("login_required"),
@@ -902,10 +904,6 @@ fn an_id_token_hint_signed_with_a_withdrawn_key_names_no_one() {
         cb.location
     );
     // Without the hint alice's session still answers at once.
-    let mut request = AuthzRequest::for_client(server, &client);
-    request.set("prompt", "none");
-    let (uri, _) = pushed(&request.push(server, &client)).unwrap();
-    let back = alice.authorize(&authorize_path(&client.id, &uri));
-    let cb = Callback::of(&back, REDIRECT_URI).unwrap();
+    let cb = authorize_with(server, &client, &mut alice, &[("prompt", "none")]);
     assert!(cb.in_query("code").is_some(), "{}", cb.location);
 }

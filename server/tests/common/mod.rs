@@ -83,17 +83,7 @@ tls_self_signed_names = ["localhost"]
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The server prints one line once it listens.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (mut child, line) = spawn_serve(dir.path());
         if line.contains("serving") {
             return Server {
                 child,
@@ -107,6 +97,23 @@ tls_self_signed_names = ["localhost"]
         eprintln!("server did not start (attempt {attempt}): {line:?}");
     }
     panic!("server did not start on three sets of ports");
+}
+
+/// `strongroom serve` on `dir`'s configuration and token, with the first line it prints (it
+/// prints one once it listens; nothing if it exits first).
+fn spawn_serve(dir: &std::path::Path) -> (Child, String) {
+    let config = dir.join("strongroom.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
 }
 
 /// GET over HTTPS with OpenSSL (HTTP/1.1, Connection: close); returns (status line, headers, body).
@@ -391,17 +398,7 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let config = self.dir.path().join("strongroom.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("SOFTHSM2_CONF", self.dir.path().join("softhsm2.conf"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = spawn_serve(self.dir.path());
         assert!(line.contains("serving"), "server did not restart: {line:?}");
         self.child = child;
     }
