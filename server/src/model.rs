@@ -188,11 +188,7 @@ impl Client {
         if let Some(name) = &self.client_name {
             // Shown to users on the login and consent pages: no control characters, and no
             // bidirectional overrides that could make it read as another name.
-            let misleading = |c: char| {
-                c.is_control()
-                    || ('\u{202a}'..='\u{202e}').contains(&c)
-                    || ('\u{2066}'..='\u{2069}').contains(&c)
-            };
+            let misleading = |c: char| c.is_control() || crate::pages::is_bidi_control(c);
             if name.chars().count() > 200 || name.chars().any(misleading) {
                 return Err(meta(
                     "client_name must be at most 200 characters, without control or \

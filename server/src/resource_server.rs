@@ -113,8 +113,14 @@ impl ResourceServer {
         if self.name.trim().is_empty() || self.name.chars().count() > MAX_NAME_LEN {
             return Err(bad(format!("name must be 1 to {MAX_NAME_LEN} characters")));
         }
-        if self.name.chars().any(char::is_control) {
-            return Err(bad("name must not contain control characters"));
+        if self
+            .name
+            .chars()
+            .any(|c| c.is_control() || crate::pages::is_bidi_control(c))
+        {
+            return Err(bad(
+                "name must not contain control or bidirectional-override characters",
+            ));
         }
         if self.scopes.len() > MAX_SCOPES {
             return Err(bad(format!("at most {MAX_SCOPES} scopes")));
@@ -141,6 +147,11 @@ impl ResourceServer {
                 return Err(bad(format!(
                     "a scope description is at most {MAX_DESCRIPTION_LEN} characters"
                 )));
+            }
+            if s.description.chars().any(crate::pages::is_bidi_control) {
+                return Err(bad(
+                    "a scope description must not contain bidirectional-override characters",
+                ));
             }
             seen.push(&s.value);
         }

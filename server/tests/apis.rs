@@ -251,6 +251,17 @@ fn management_api_crud_and_bad_registrations() {
             json!({"identifier": unique_api(), "name": "x", "token_lifetime": 3_601}),
             "max_token_lifetime",
         ),
+        (
+            "a bidirectional override in the name the consent page shows",
+            json!({"identifier": unique_api(), "name": "Pay\u{202e}ments"}),
+            "bidirectional",
+        ),
+        (
+            "a bidirectional isolate in a scope description",
+            json!({"identifier": unique_api(), "name": "x",
+                   "scopes": [{"value": "pay", "description": "Pay \u{2066}x"}]}),
+            "bidirectional",
+        ),
         ("no name", json!({"identifier": unique_api()}), "name"),
     ];
     for (what, body, says) in cases {

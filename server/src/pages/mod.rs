@@ -34,6 +34,14 @@ fn style_hash() -> &'static str {
     })
 }
 
+/// A bidirectional embedding, override or isolate character (U+202A–U+202E, U+2066–U+2069):
+/// HTML escaping leaves it, and in a name shown to users it can make one name read as another.
+/// Registrations refuse it in what these pages show (client names, API names and scope
+/// descriptions).
+pub fn is_bidi_control(c: char) -> bool {
+    ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 /// HTML-escapes text for element content and double- or single-quoted attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
